@@ -1,0 +1,8 @@
+"""lightning-kd: knowledge distillation for PyTorch Lightning."""
+
+from lightning_kd.classification import ClassificationModule
+from lightning_kd.losses import KDLoss, kd_loss
+from lightning_kd.module import DistillationModule
+
+__version__ = "0.1.0"
+__all__ = ["ClassificationModule", "DistillationModule", "KDLoss", "__version__", "kd_loss"]

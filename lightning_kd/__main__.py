@@ -1,0 +1,5 @@
+"""``python -m lightning_kd fit --config …`` is the same as ``lightning-kd fit --config …``."""
+
+from lightning_kd.cli import main
+
+main()

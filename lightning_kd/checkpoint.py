@@ -1,0 +1,102 @@
+"""Load teacher weights from a lightning-kd checkpoint or a plain ``state_dict`` file. Pure torch.
+
+Accepted files:
+- a checkpoint written by :class:`~lightning_kd.ClassificationModule` (keys ``model.*``) or by
+  :class:`~lightning_kd.DistillationModule` (the student, keys ``student.*``: a distilled student can teach
+  the next generation);
+- a plain ``state_dict`` (``torch.save(model.state_dict(), path)``), also one saved from a DDP-wrapped
+  (``module.*``) or ``torch.compile``-d (``_orig_mod.*``) model.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_OWNER_PREFIXES = ("model.", "student.", "teacher.", "net.", "")
+
+
+def _strip_wrappers(key: str) -> str:
+    for p in _WRAPPER_PREFIXES:
+        key = key.replace(p, "")
+    return key
+
+
+def extract_state_dict(obj: object) -> dict[str, Tensor]:
+    """The tensor mapping inside a loaded checkpoint (``state_dict`` key) or the object itself."""
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(
+            "the file holds neither a Lightning checkpoint nor a state_dict of tensors; save the teacher with "
+            "`torch.save(model.state_dict(), path)` or train it with ClassificationModule."
+        )
+    return {_strip_wrappers(k): v for k, v in obj.items()}
+
+
+def match_state_dict(
+    state: Mapping[str, Tensor], model: nn.Module, source: str = "checkpoint"
+) -> dict[str, Tensor]:
+    """Pick the key prefix under which ``state`` holds ``model``'s weights, and check it fits exactly.
+
+    Raises:
+        ValueError: keys missing, unexpected or of the wrong shape; the message names a few of each.
+    """
+    target = model.state_dict()
+    best: dict[str, Tensor] = {}
+    for prefix in _OWNER_PREFIXES:
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if len(sub.keys() & target.keys()) > len(best.keys() & target.keys()):
+            best = sub
+    if not best:
+        best = dict(state)
+    missing = sorted(target.keys() - best.keys())
+    unexpected = sorted(best.keys() - target.keys())
+    wrong = [
+        f"{k}: file {tuple(best[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in sorted(target.keys() & best.keys())
+        if best[k].shape != target[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:4])})")
+        if wrong:
+            parts.append(f"{len(wrong)} with another shape (e.g. {'; '.join(wrong[:3])})")
+        raise ValueError(
+            f"{source} does not match the teacher {type(model).__name__}: "
+            + ", ".join(parts)
+            + ". Check that the teacher's class_path/init_args are the ones the checkpoint was trained with."
+        )
+    return best
+
+
+def load_teacher_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load the weights in ``path`` into ``model`` (in place) and return it.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message says how to make one).
+        ValueError: the file does not fit ``model``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"teacher_ckpt {path!r} does not exist. Train a teacher first (e.g. `lightning-kd fit --config "
+            "configs/digits/teacher.yaml`), or leave teacher_ckpt unset to use the teacher as built."
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Lightning checkpoints also pickle hyper-parameters (e.g. an optimizer partial). The user named this
+        # file, so trust it as Lightning's own load_from_checkpoint does.
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    state = match_state_dict(extract_state_dict(obj), model, source=f"teacher_ckpt {path!r}")
+    model.load_state_dict(state, strict=True)
+    return model

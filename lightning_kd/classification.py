@@ -1,0 +1,80 @@
+"""ClassificationModule: plain supervised training, for teachers and the "student alone" baseline."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
+
+
+class ClassificationModule(BaseModule):
+    """Train ``model`` with cross-entropy. Its checkpoints are what ``DistillationModule(teacher_ckpt=…)``
+    reads (keys ``model.*``), so the same recipe trains a teacher or the student-alone baseline.
+
+    Args:
+        model: the network (YAML: ``class_path``/``init_args``).
+        num_classes: classes; inferred from the model when ``None``.
+        label_smoothing: cross-entropy label smoothing (Szegedy et al., 2016, arXiv:1512.00567) — the
+            teacher-free baseline to compare soft targets against.
+        optimizer: optimizer over the model's parameters.
+        lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
+        scheduler_interval: ``auto``, ``step`` or ``epoch`` (see DistillationModule).
+
+    Example:
+        >>> from lightning_kd.models import MLP
+        >>> ClassificationModule(MLP(64, 10)).num_classes
+        10
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
+        self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        num_classes = num_classes or infer_num_classes(model)
+        if num_classes is None:
+            raise ValueError("cannot infer the number of classes from the model; pass num_classes=…")
+        self.num_classes = num_classes
+        self.model = model
+        self.label_smoothing = label_smoothing
+        self._build_metrics(num_classes)
+
+    def forward(self, inputs: Any) -> Tensor:
+        return self.model(inputs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs, targets = self.unpack_batch(batch)
+        loss = F.cross_entropy(self(inputs).float(), targets, label_smoothing=self.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
+        inputs, targets = self.unpack_batch(batch)
+        logits = self(inputs).float()
+        acc = self.val_acc if stage == "val" else self.test_acc
+        acc(logits, targets)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, targets), sync_dist=True)
+        self.log(f"{stage}/acc", acc, prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
+        return self(inputs).softmax(-1)

@@ -1,0 +1,31 @@
+"""``lightning-kd fit|validate|test|predict --config recipe.yaml``: LightningCLI with our defaults.
+
+- any LightningModule / LightningDataModule by ``class_path`` (DistillationModule, ClassificationModule, …);
+- no automatic optimizer: modules build theirs from trainable parameters only (a frozen teacher's
+  parameters must never reach it), from ``optimizer``/``lr_scheduler`` init args;
+- omegaconf parser mode, so recipes may use ``${...}`` interpolation.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.cli import ArgsType, LightningCLI
+
+
+def main(args: ArgsType = None, run: bool = True) -> LightningCLI:
+    """Entry point of the ``lightning-kd`` console script (``args=None`` reads ``sys.argv``)."""
+    return LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,130 @@
+"""In-memory image classification data: whole splits as tensors, batches sliced, augmentation per batch.
+
+Small benchmark datasets (digits, Fashion-MNIST, CIFAR) fit in memory many times over. Keeping them as one
+tensor each removes per-sample Python from the input pipeline: a batch is one indexing op, and the
+augmentation runs batched after the batch reached its device (``on_after_batch_transfer``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_kd.data.augment import random_crop_flip
+
+
+class TensorClassificationDataset(Dataset):
+    """``(images, labels)`` tensors; fetches whole batches at once through ``__getitems__``."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def _keep_batch(batch: Any) -> Any:
+    """Collate for :class:`TensorClassificationDataset`: ``__getitems__`` already returns the batch."""
+    return batch
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base for data modules whose splits are tensors. Subclasses implement :meth:`load_splits`.
+
+    Args:
+        batch_size: samples per batch (training drops the last incomplete batch).
+        num_workers: DataLoader workers (0 is fastest for in-memory tensors).
+        augment: random crop + horizontal flip on training batches.
+        crop_padding: padding of the random crop.
+        flip: horizontal flip in the augmentation.
+    """
+
+    mean: float | tuple[float, ...] = 0.0
+    std: float | tuple[float, ...] = 1.0
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        augment: bool = False,
+        crop_padding: int = 2,
+        flip: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.splits: dict[str, TensorClassificationDataset] = {}
+
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Return ``{"train"|"val"|"test": (images uint8/float (N, C, H, W), labels int64 (N,))}``."""
+        raise NotImplementedError
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 ``[0, 255]`` → float, standardised with the class's ``mean``/``std``."""
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        mean = torch.as_tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for name, (images, labels) in self.load_splits().items():
+            self.splits[name] = TensorClassificationDataset(self.normalize(images), labels.long())
+
+    @property
+    def black(self) -> float:
+        """The normalised value of a black pixel: what the crop pads with (as torchvision pads images)."""
+        m = torch.as_tensor(self.mean, dtype=torch.float32).flatten()[0]
+        s = torch.as_tensor(self.std, dtype=torch.float32).flatten()[0]
+        return float(-m / s)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.splits:
+            self.setup()
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(self.splits[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_keep_batch,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if self.augment and trainer is not None and trainer.training:
+            images, labels = batch
+            batch = (random_crop_flip(images, self.crop_padding, self.flip, fill=self.black), labels)
+        return batch

@@ -1,0 +1,68 @@
+"""CIFAR-10 / CIFAR-100 (Krizhevsky, 2009) through torchvision, held in memory like the other modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_kd.data.base import InMemoryDataModule
+
+
+class CIFAR10DataModule(InMemoryDataModule):
+    """CIFAR-10, 50k/10k 32×32 RGB, standard augmentation (4-pixel-padded random crop + flip).
+
+    Args:
+        data_dir: torchvision root (``cifar-10-batches-py`` inside it).
+        batch_size: samples per batch.
+        download: let torchvision download the archive when absent (needs a network).
+        num_workers: DataLoader workers.
+        augment: random crop + flip on training batches.
+
+    The test set doubles as validation set, as in the KD papers' CIFAR protocol (CRD, arXiv:1910.10699).
+    """
+
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        download: bool = False,
+        num_workers: int = 0,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, augment, crop_padding=4, flip=True)
+        self.data_dir, self.download = data_dir, download
+
+    def _dataset(self, train: bool):
+        from torchvision.datasets import CIFAR10
+
+        return CIFAR10(self.data_dir, train=train, download=self.download)
+
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        try:
+            train, test = self._dataset(True), self._dataset(False)
+        except RuntimeError as err:
+            raise FileNotFoundError(
+                f"{type(self).__name__}: data not found under {self.data_dir!r} ({err}); pass download=True "
+                "(needs a network) or point data_dir at an extracted copy."
+            ) from err
+        out = {}
+        for name, ds in (("train", train), ("test", test)):
+            images = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
+            out[name] = (images, torch.as_tensor(ds.targets, dtype=torch.int64))
+        out["val"] = out["test"]
+        return out
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100: 100 classes, same protocol as :class:`CIFAR10DataModule`."""
+
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+
+    def _dataset(self, train: bool):
+        from torchvision.datasets import CIFAR100
+
+        return CIFAR100(self.data_dir, train=train, download=self.download)

@@ -1,0 +1,77 @@
+"""Hinton knowledge distillation: KL divergence between temperature-softened distributions.
+
+Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015, arXiv:1503.02531.
+
+    L_KD = T² · KL( softmax(t / T) ‖ softmax(s / T) ),  averaged over the batch
+
+The T² factor keeps the gradient magnitude of the soft term roughly independent of T (paper, §2), so a
+loss weight tuned at one temperature stays sensible at another.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _check_temperature(temperature: float | Tensor) -> None:
+    if not isinstance(temperature, Tensor) and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}. Use e.g. temperature=4.0.")
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 4.0) -> Tensor:
+    """Hinton KD loss, ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` averaged over samples.
+
+    Both inputs are cast to fp32 first, so the loss is exact under bf16/fp16 autocast.
+
+    Args:
+        student_logits: ``(N, C)`` (or ``(N, C, *)``: extra dims are treated as more samples).
+        teacher_logits: same shape as ``student_logits``; no gradient flows into it.
+        temperature: softening temperature ``T > 0`` (a float, or a 0-d tensor so a schedule can change it
+            without recompiling).
+
+    Returns:
+        0-d tensor.
+
+    Example:
+        >>> s = torch.tensor([[1.0, 2.0, 3.0]]); t = torch.tensor([[3.0, 2.0, 1.0]])
+        >>> round(kd_loss(s, t, temperature=1.0).item(), 4)
+        1.1504
+    """
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+            "differ in shape; both models must predict the same number of classes."
+        )
+    s = student_logits.float()
+    t = teacher_logits.detach().float()
+    if s.dim() > 2:  # (N, C, *) -> (N*, C)
+        s = s.movedim(1, -1).reshape(-1, s.shape[1])
+        t = t.movedim(1, -1).reshape(-1, t.shape[1])
+    log_p_s = F.log_softmax(s / temperature, dim=-1)
+    log_p_t = F.log_softmax(t / temperature, dim=-1)
+    # kl_div(input=log q, target=log p, log_target=True) = sum p (log p - log q)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+class KDLoss(nn.Module):
+    """Module form of :func:`kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
+
+    Example:
+        >>> loss = KDLoss(temperature=4.0)
+        >>> loss(torch.randn(8, 10), torch.randn(8, 10)).shape
+        torch.Size([])
+    """
+
+    temperature: Tensor
+
+    def __init__(self, temperature: float = 4.0) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        return kd_loss(student_logits, teacher_logits, self.temperature)

@@ -1,0 +1,40 @@
+"""Model zoo: small models and CIFAR-style ResNet/WRN; torchvision and timm by name. Pure torch."""
+
+from lightning_kd.models.hub import timm_model, torchvision_model
+from lightning_kd.models.mlp import MLP
+from lightning_kd.models.resnet import (
+    BasicBlock,
+    ResNet,
+    resnet8,
+    resnet8x4,
+    resnet14,
+    resnet20,
+    resnet32,
+    resnet32x4,
+    resnet44,
+    resnet56,
+    resnet110,
+)
+from lightning_kd.models.small_cnn import SmallCNN
+from lightning_kd.models.wrn import WideResNet, wrn_16_2, wrn_40_2
+
+__all__ = [
+    "MLP",
+    "BasicBlock",
+    "ResNet",
+    "SmallCNN",
+    "WideResNet",
+    "resnet8",
+    "resnet8x4",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet32x4",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "timm_model",
+    "torchvision_model",
+    "wrn_16_2",
+    "wrn_40_2",
+]

@@ -1,0 +1,211 @@
+"""DistillationModule: a frozen teacher, a trainable student, a weighted sum of named loss terms."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
+from lightning_kd.checkpoint import load_teacher_weights
+from lightning_kd.losses import KDLoss
+
+
+class DistillationModule(BaseModule):
+    """Distil a frozen ``teacher`` into a ``student`` (Hinton et al., 2015, arXiv:1503.02531).
+
+    Loss, a weighted sum of named terms (each logged as ``train/loss_<name>``)::
+
+        loss = (1 − α) · CE(student, y)  +  α · T² · KL(softmax(t/T) ‖ softmax(s/T))
+               └── "ce" ──────────────┘     └── "kd" ───────────────────────────┘
+
+    The teacher is frozen (``requires_grad`` off, never in the optimizer), stays in eval mode whatever calls
+    ``.train()``, runs under ``torch.no_grad()`` and its logits are cast to fp32 before any loss.
+    Checkpoints leave its weights out unless ``save_teacher=True``; resuming and ``load_from_checkpoint``
+    put the live teacher back.
+
+    Subclassing: override :meth:`unpack_batch` (how a batch becomes ``(inputs, targets)``) and/or
+    :meth:`forward_teacher` (how the teacher is called, e.g. a HuggingFace model returning ``.logits``)
+    rather than ``training_step``. :meth:`forward_student` is the student-side twin.
+
+    Args:
+        teacher: the trained network (YAML: ``class_path``/``init_args``).
+        student: the network to train.
+        teacher_ckpt: weights for the teacher: a ClassificationModule/DistillationModule checkpoint or a
+            ``state_dict`` file. ``None`` keeps the teacher as built.
+        temperature: softening temperature ``T > 0`` (a TemperatureScheduler may change it).
+        alpha: weight of the KD term in ``[0, 1]``; CE gets ``1 − α`` (a LossWeightScheduler may change it).
+        num_classes: classes; inferred from the student when ``None``.
+        optimizer: optimizer over the student's (and other trainable) parameters only.
+        lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
+        scheduler_interval: ``auto`` (per step when ``total_steps`` was filled, else per epoch), ``step`` or
+            ``epoch``.
+        save_teacher: also store the teacher's weights in checkpoints.
+        teacher_eval: keep the teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
+            reach it, for methods that want teacher BN in train mode.
+
+    Example:
+        >>> from lightning_kd.models import MLP
+        >>> m = DistillationModule(MLP(64, 10, [256]), MLP(64, 10, [16]), temperature=4.0, alpha=0.9)
+        >>> sorted(m.loss_weights)
+        ['ce', 'kd']
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        teacher_ckpt: str | None = None,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        save_teacher: bool = False,
+        teacher_eval: bool = True,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
+        # Under the CLI hparams are the parsed class_path configs (load_from_checkpoint rebuilds the models
+        # from them); from Python they would be pickled modules, so leave them out there.
+        self.save_hyperparameters(ignore=[] if built_by_cli() else ["teacher", "student"])
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}; typical values are 1 to 8.")
+        n_teacher, n_student = infer_num_classes(teacher), infer_num_classes(student)
+        if n_teacher is not None and n_student is not None and n_teacher != n_student:
+            raise ValueError(
+                f"teacher predicts {n_teacher} classes but student predicts {n_student}; "
+                "set the same num_classes on both models."
+            )
+        num_classes = num_classes or n_student or n_teacher
+        if num_classes is None:
+            raise ValueError("cannot infer the number of classes from the models; pass num_classes=…")
+        self.num_classes = num_classes
+
+        if teacher_ckpt is not None:
+            load_teacher_weights(teacher, teacher_ckpt)
+        teacher.requires_grad_(False)  # before strategy setup: DDP's reducer must never see these params
+        self.teacher = teacher.eval() if teacher_eval else teacher
+        self.student = student
+        self.teacher_eval = teacher_eval
+        if teacher_eval:
+            # Lightning >= 2.5.5 warns about modules in eval mode at fit start (#21146); a frozen teacher
+            # always is. Silence exactly that count, so any other module left in eval mode still warns.
+            n = sum(1 for _ in teacher.modules())
+            warnings.filterwarnings(
+                "ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training"
+            )
+        self.save_teacher = save_teacher
+
+        self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": KDLoss(temperature)})
+        self.alpha = alpha
+        self._temperature = float(temperature)
+        self._build_metrics(num_classes)
+        self.val_teacher_acc = self.val_acc.clone()
+        self.test_teacher_acc = self.test_acc.clone()
+
+    # -- knobs a callback may turn ------------------------------------------------------------------
+    @property
+    def temperature(self) -> float:
+        return self._temperature  # a Python mirror of the buffer: reading it never syncs with the GPU
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"temperature must be > 0, got {value}.")
+        self._temperature = float(value)
+        self.loss_terms["kd"].temperature.fill_(value)  # in place: no recompile under torch.compile
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {value}.")
+        self._alpha = float(value)
+        self.loss_weights = {"ce": 1.0 - self._alpha, "kd": self._alpha}
+
+    # -- the two methods a subclass usually overrides ------------------------------------------------
+    def forward_teacher(self, inputs: Any) -> Tensor:
+        """Teacher logits for ``inputs``, without gradient, as fp32."""
+        with torch.no_grad():
+            return self.teacher(inputs).float()
+
+    def forward_student(self, inputs: Any) -> Tensor:
+        """Student logits for ``inputs``."""
+        return self.student(inputs)
+
+    def forward(self, inputs: Any) -> Tensor:
+        return self.forward_student(inputs)
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        if self.teacher_eval:
+            self.teacher.eval()
+        return self
+
+    # -- loss ---------------------------------------------------------------------------------------
+    def compute_losses(
+        self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor
+    ) -> dict[str, Tensor]:
+        """Unweighted value of every named term."""
+        return {
+            "ce": self.loss_terms["ce"](student_logits.float(), targets),
+            "kd": self.loss_terms["kd"](student_logits, teacher_logits),
+        }
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs, targets = self.unpack_batch(batch)
+        student_logits = self.forward_student(inputs)
+        teacher_logits = self.forward_teacher(inputs)
+        terms = self.compute_losses(student_logits, teacher_logits, targets)
+        loss = sum(self.loss_weights[name] * value for name, value in terms.items())
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in terms.items():
+            self.log(f"train/loss_{name}", value)
+        self.log("train/temperature", self.temperature)
+        self.log("train/alpha", self.alpha)
+        return loss
+
+    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
+        inputs, targets = self.unpack_batch(batch)
+        student_logits = self.forward_student(inputs)
+        teacher_logits = self.forward_teacher(inputs)
+        acc, teacher_acc = (
+            (self.val_acc, self.val_teacher_acc) if stage == "val" else (self.test_acc, self.test_teacher_acc)
+        )
+        acc(student_logits, targets)
+        teacher_acc(teacher_logits, targets)
+        self.log(f"{stage}/loss", F.cross_entropy(student_logits.float(), targets), sync_dist=True)
+        self.log(f"{stage}/acc", acc, prog_bar=True)
+        self.log(f"{stage}/teacher_acc", teacher_acc)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
+        return self.forward_student(inputs).softmax(-1)
+
+    # -- checkpoints without the teacher ------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.save_teacher:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("teacher.")]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        if not any(k.startswith("teacher.") for k in state):
+            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
