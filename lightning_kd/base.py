@@ -65,9 +65,7 @@ class BaseModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("auto", "step", "epoch"):
-            raise ValueError(
-                f"scheduler_interval must be 'auto', 'step' or 'epoch', got {scheduler_interval!r}."
-            )
+            raise ValueError(f"scheduler_interval must be 'auto', 'step' or 'epoch', got {scheduler_interval!r}.")
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.scheduler_interval = scheduler_interval

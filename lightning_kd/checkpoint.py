@@ -39,9 +39,7 @@ def extract_state_dict(obj: object) -> dict[str, Tensor]:
     return {_strip_wrappers(k): v for k, v in obj.items()}
 
 
-def match_state_dict(
-    state: Mapping[str, Tensor], model: nn.Module, source: str = "checkpoint"
-) -> dict[str, Tensor]:
+def match_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str = "checkpoint") -> dict[str, Tensor]:
     """Pick the key prefix under which ``state`` holds ``model``'s weights, and check it fits exactly.
 
     Raises:

@@ -98,9 +98,7 @@ class DistillationModule(BaseModule):
             # Lightning >= 2.5.5 warns about modules in eval mode at fit start (#21146); a frozen teacher
             # always is. Silence exactly that count, so any other module left in eval mode still warns.
             n = sum(1 for _ in teacher.modules())
-            warnings.filterwarnings(
-                "ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training"
-            )
+            warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training")
         self.save_teacher = save_teacher
 
         self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": KDLoss(temperature)})
@@ -153,9 +151,7 @@ class DistillationModule(BaseModule):
         return self
 
     # -- loss ---------------------------------------------------------------------------------------
-    def compute_losses(
-        self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor
-    ) -> dict[str, Tensor]:
+    def compute_losses(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Unweighted value of every named term."""
         return {
             "ce": self.loss_terms["ce"](student_logits.float(), targets),

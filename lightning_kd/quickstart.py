@@ -116,9 +116,7 @@ def format_table(r: dict) -> str:
     lines = ["| model | test accuracy | parameters |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines.append(f"\ncompression ratio (teacher/student parameters): {ratio:.1f}x")
-    lines.append(
-        f"KD gain over the student alone: {100 * (r['student_kd'] - r['student_alone']):+.2f} points"
-    )
+    lines.append(f"KD gain over the student alone: {100 * (r['student_kd'] - r['student_alone']):+.2f} points")
     return "\n".join(lines)
 
 

@@ -52,15 +52,11 @@ class DigitsDataModule(InMemoryDataModule):
         from sklearn.model_selection import train_test_split
 
         data = load_digits()
-        x = (
-            torch.as_tensor(data.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
-        )  # (N, 1, 8, 8) in [0, 1]
+        x = torch.as_tensor(data.images, dtype=torch.float32).div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
         y = torch.as_tensor(data.target, dtype=torch.int64)
         idx = torch.arange(len(y)).numpy()
         n_test = round(self.test_fraction * len(y))
         n_val = round(self.val_fraction * len(y))
         rest, test = train_test_split(idx, test_size=n_test, random_state=self.seed, stratify=data.target)
-        train, val = train_test_split(
-            rest, test_size=n_val, random_state=self.seed, stratify=data.target[rest]
-        )
+        train, val = train_test_split(rest, test_size=n_val, random_state=self.seed, stratify=data.target[rest])
         return {name: (x[ix], y[ix]) for name, ix in (("train", train), ("val", val), ("test", test))}

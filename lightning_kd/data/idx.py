@@ -36,9 +36,7 @@ def read_idx(path: str | os.PathLike) -> Tensor:
     body = bytearray(data[4 + 4 * ndim :])
     t = torch.frombuffer(body, dtype=dtype) if body else torch.empty(0, dtype=dtype)
     if dtype.itemsize > 1:
-        t = (
-            t.view(torch.uint8).view(-1, dtype.itemsize).flip(1).contiguous().view(dtype).flatten()
-        )  # big → little
+        t = t.view(torch.uint8).view(-1, dtype.itemsize).flip(1).contiguous().view(dtype).flatten()  # big → little
     expected = 1
     for s in shape:
         expected *= s

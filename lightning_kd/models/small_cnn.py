@@ -8,9 +8,7 @@ from torch import Tensor, nn
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class SmallCNN(nn.Module):
@@ -28,9 +26,7 @@ class SmallCNN(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64)
-    ) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64)) -> None:
         super().__init__()
         if len(widths) != 3:
             raise ValueError(f"SmallCNN takes exactly 3 widths, got {list(widths)}.")
