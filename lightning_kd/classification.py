@@ -41,7 +41,8 @@ class ClassificationModule(BaseModule):
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
+        # See DistillationModule: from Python, modules and callables stay out of the (weights-only) checkpoint.
+        self.save_hyperparameters(ignore=[] if built_by_cli() else ["model", "optimizer", "lr_scheduler"])
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
         num_classes = num_classes or infer_num_classes(model)

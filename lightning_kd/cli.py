@@ -12,8 +12,8 @@ import lightning as L
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 
-def main(args: ArgsType = None, run: bool = True) -> LightningCLI:
-    """Entry point of the ``lightning-kd`` console script (``args=None`` reads ``sys.argv``)."""
+def build_cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
+    """Parse ``args`` (``None``: ``sys.argv``), build model/data/trainer and, if ``run``, run the subcommand."""
     return LightningCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -25,6 +25,11 @@ def main(args: ArgsType = None, run: bool = True) -> LightningCLI:
         args=args,
         run=run,
     )
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of the ``lightning-kd`` console script."""
+    build_cli(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

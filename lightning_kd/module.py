@@ -70,9 +70,10 @@ class DistillationModule(BaseModule):
         teacher_eval: bool = True,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        # Under the CLI hparams are the parsed class_path configs (load_from_checkpoint rebuilds the models
-        # from them); from Python they would be pickled modules, so leave them out there.
-        self.save_hyperparameters(ignore=[] if built_by_cli() else ["teacher", "student"])
+        # Under the CLI hparams are the parsed class_path configs (load_from_checkpoint rebuilds everything
+        # from them). From Python they would be pickled modules and callables, which also make the checkpoint
+        # unloadable with torch.load(weights_only=True): leave them out and pass them to load_from_checkpoint.
+        self.save_hyperparameters(ignore=[] if built_by_cli() else ["teacher", "student", "optimizer", "lr_scheduler"])
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
         if temperature <= 0:

@@ -1,0 +1,183 @@
+"""DistillationModule: the frozen teacher stays untouched, the loss is what it says, bad input is refused."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_student, make_teacher
+
+from lightning_kd import ClassificationModule, DistillationModule
+from lightning_kd.losses import kd_loss
+from lightning_kd.models import MLP
+
+
+class TeacherWatch(L.Callback):
+    """Records the teacher's mode and grads at every point a user's code could have flipped them."""
+
+    def __init__(self):
+        self.modes: list[bool] = []
+        self.grads: list[bool] = []
+
+    def _look(self, pl_module):
+        self.modes.append(any(m.training for m in pl_module.teacher.modules()))
+        self.grads.append(any(p.grad is not None for p in pl_module.teacher.parameters()))
+
+    def on_train_batch_start(self, trainer, pl_module, *args):
+        self._look(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self._look(pl_module)
+
+    def on_validation_end(self, trainer, pl_module):
+        self._look(pl_module)
+
+
+class CallsTrain(DistillationModule):
+    def on_validation_model_train(self):
+        super().on_validation_model_train()
+        self.train()  # what a user's hook calling .train() does
+
+
+def test_teacher_bit_identical_frozen_and_out_of_optimizer(digits, trainer_factory):
+    teacher = make_teacher()
+    # give BN non-trivial running stats, so an accidental train-mode pass would change them
+    teacher.train()
+    with torch.no_grad():
+        teacher(torch.randn(32, 1, 8, 8))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    module = CallsTrain(teacher, make_student())
+    watch = TeacherWatch()
+    trainer = trainer_factory(max_epochs=2, callbacks=[watch], limit_train_batches=5, limit_val_batches=2)
+    trainer.fit(module, digits)
+
+    after = module.teacher.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), f"teacher tensor {k} changed"
+    assert watch.modes and not any(watch.modes), "teacher was in train mode at some point"
+    assert not any(watch.grads), "teacher parameters received gradients"
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in module.student.parameters()}
+    assert not opt_params & {id(p) for p in module.teacher.parameters()}
+
+
+def test_train_keeps_teacher_in_eval_unless_asked():
+    m = DistillationModule(make_teacher(), make_student())
+    m.train()
+    assert m.student.training and not m.teacher.training
+    m2 = DistillationModule(make_teacher(), make_student(), teacher_eval=False)
+    m2.train()
+    assert m2.teacher.training
+
+
+def test_training_step_loss_is_weighted_sum_of_ce_and_kd():
+    torch.manual_seed(0)
+    m = DistillationModule(make_teacher(), make_student(), temperature=3.0, alpha=0.7)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    logged = {}
+    m.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    loss = m.training_step((x, y), 0)
+    with torch.no_grad():
+        s, t = m.student(x), m.teacher(x)
+    expected = 0.3 * F.cross_entropy(s, y) + 0.7 * kd_loss(s, t, 3.0)
+    torch.testing.assert_close(loss, expected)
+    assert set(logged) == {"train/loss", "train/loss_ce", "train/loss_kd", "train/temperature", "train/alpha"}
+    assert logged["train/temperature"] == 3.0
+    loss.backward()
+    assert all(p.grad is None for p in m.teacher.parameters())
+    assert all(p.grad is not None for p in m.student.parameters())
+
+
+def test_validation_logs_student_and_teacher_accuracy(digits, trainer_factory):
+    m = DistillationModule(make_teacher(), make_student())
+    res = trainer_factory().validate(m, digits, verbose=False)[0]
+    assert {"val/acc", "val/teacher_acc", "val/loss"} <= set(res)
+    assert 0.0 <= res["val/teacher_acc"] <= 1.0
+
+
+def test_subclass_overrides_batch_unpacking_and_teacher_call(trainer_factory, digits):
+    class DictTeacher(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLP(64, 10, (32,))
+            self.num_classes = 10
+
+        def forward(self, x):
+            return {"logits": self.net(x)}
+
+    class MyKD(DistillationModule):
+        def unpack_batch(self, batch):
+            x, y = batch
+            return x * 2.0, y
+
+        def forward_teacher(self, inputs):
+            with torch.no_grad():
+                return self.teacher(inputs)["logits"].float()
+
+    m = MyKD(DictTeacher(), make_student())
+    trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1).fit(m, digits)
+    assert trainer_factory().validate(m, digits, verbose=False)[0]["val/teacher_acc"] >= 0.0
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="teacher predicts 10 classes but student predicts 7"):
+        DistillationModule(make_teacher(), MLP(64, 7))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        DistillationModule(make_teacher(), make_student(), temperature=0.0)
+    for a in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+            DistillationModule(make_teacher(), make_student(), alpha=a)
+    with pytest.raises(FileNotFoundError, match="teacher_ckpt .*nope.ckpt' does not exist"):
+        DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(tmp_path / "nope.ckpt"))
+    with pytest.raises(ValueError, match=r"scheduler_interval must be"):
+        DistillationModule(make_teacher(), make_student(), scheduler_interval="hourly")
+
+
+def test_teacher_ckpt_that_does_not_fit_names_keys(tmp_path):
+    path = tmp_path / "wrong.pt"
+    torch.save(MLP(64, 10, (32,)).state_dict(), path)
+    with pytest.raises(ValueError, match=r"does not match the teacher SmallCNN: .*missing \(e\.g\. block1\.0\.weight"):
+        DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(path))
+    wider = tmp_path / "wider.pt"
+    from lightning_kd.models import SmallCNN
+
+    torch.save(SmallCNN(1, 10, (8, 16, 64)).state_dict(), wider)
+    with pytest.raises(ValueError, match=r"with another shape \(e\.g\. block3\.0\.weight: file \(64, 16, 3, 3\)"):
+        DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(wider))
+
+
+@pytest.mark.parametrize("prefix", ["", "module.", "model._orig_mod.", "student."])
+def test_teacher_ckpt_plain_state_dict_with_prefixes(tmp_path, prefix):
+    src = make_teacher()
+    path = tmp_path / "t.pt"
+    torch.save({prefix + k: v for k, v in src.state_dict().items()}, path)
+    m = DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(path))
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.teacher.state_dict()[k], v)
+
+
+def test_teacher_ckpt_from_classification_module(tmp_path, digits, trainer_factory):
+    cls = ClassificationModule(make_teacher())
+    trainer = trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1)
+    trainer.fit(cls, digits)
+    path = tmp_path / "teacher.ckpt"
+    trainer.save_checkpoint(path)
+    m = DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(path))
+    x = torch.randn(4, 1, 8, 8)
+    cls.eval()
+    torch.testing.assert_close(m.forward_teacher(x), cls(x))
+
+
+def test_temperature_and_alpha_setters_validate():
+    m = DistillationModule(make_teacher(), make_student())
+    m.temperature = 2.5
+    assert m.temperature == 2.5 and m.loss_terms["kd"].temperature.item() == 2.5
+    m.alpha = 0.25
+    assert m.loss_weights == {"ce": 0.75, "kd": 0.25}
+    with pytest.raises(ValueError):
+        m.temperature = -1.0
+    with pytest.raises(ValueError):
+        m.alpha = 2.0
