@@ -1,0 +1,132 @@
+"""Contract every loss exported from ``lightning_kd.losses`` obeys, parametrised over ``__all__``.
+
+A finite fp32 0-d tensor, gradient reaching the student tensors (and trainable parts), none reaching the
+teacher, bf16-safe, module == function, runnable docstring examples, and no Lightning import.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import lightning_kd.losses as losses
+
+
+@dataclass
+class Case:
+    """``call(students, teachers)`` computes the loss; ``params`` are trainable parts that need gradient."""
+
+    call: Callable[[list[Tensor], list[Tensor]], Tensor]
+    students: list[Tensor]
+    teachers: list[Tensor]
+    params: list[nn.Parameter] = field(default_factory=list)
+
+
+def _leaf(*shape: int) -> Tensor:
+    return torch.randn(*shape).requires_grad_(True)
+
+
+# (function, module class, student shapes, teacher shapes) for losses whose module has default options.
+PAIRS = [
+    (losses.kd_loss, losses.KDLoss, [(4, 10)], [(4, 10)]),
+    (losses.fitnet_loss, losses.FitNetLoss, [(2, 3, 4, 4)], [(2, 3, 4, 4)]),
+    (losses.at_loss, losses.ATLoss, [(2, 3, 8, 8)], [(2, 5, 4, 4)]),
+    (losses.nst_loss, losses.NSTLoss, [(2, 3, 4, 4)], [(2, 5, 8, 8)]),
+    (losses.fsp_loss, losses.FSPLoss, [(2, 3, 8, 8), (2, 4, 4, 4)], [(2, 3, 8, 8), (2, 4, 4, 4)]),
+    (losses.feature_match_loss, losses.FeatureMatchLoss, [(2, 3, 4, 4)], [(2, 3, 4, 4)]),
+    (losses.sp_loss, losses.SPLoss, [(4, 3, 4, 4)], [(4, 6, 2, 2)]),
+    (losses.rkd_loss, losses.RKDLoss, [(5, 8)], [(5, 12)]),
+    (losses.pkt_loss, losses.PKTLoss, [(5, 8)], [(5, 12)]),
+    (losses.cc_loss, losses.CCLoss, [(5, 8)], [(5, 12)]),
+]
+
+
+def _plain(loss: Callable[..., Tensor], s_shapes: list, t_shapes: list) -> Callable[[], Case]:
+    return lambda: Case(
+        lambda s, t: loss(*s, *t), [_leaf(*shape) for shape in s_shapes], [_leaf(*shape) for shape in t_shapes]
+    )
+
+
+def _vid_function() -> Case:
+    # vid_loss(pred_mean, teacher, log_scale): pred_mean and log_scale are both on the student side.
+    return Case(lambda s, t: losses.vid_loss(s[0], t[0], s[1]), [_leaf(2, 3, 4, 4), _leaf(3)], [_leaf(2, 3, 4, 4)])
+
+
+def _vid_module() -> Case:
+    module = losses.VIDLoss(student_channels=3, teacher_channels=5)
+    return Case(lambda s, t: module(*s, *t), [_leaf(2, 3, 8, 8)], [_leaf(2, 5, 4, 4)], list(module.parameters()))
+
+
+CASES: dict[str, Callable[[], Case]] = {"vid_loss": _vid_function, "VIDLoss": _vid_module}
+for _fn, _module, _s, _t in PAIRS:
+    CASES[_fn.__name__] = _plain(_fn, _s, _t)
+    CASES[_module.__name__] = _plain(_module(), _s, _t)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def test_every_export_has_a_contract_case() -> None:
+    assert set(losses.__all__) == set(CASES), "add a contract case for every loss exported from lightning_kd.losses"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_finite_scalar_gradient_to_student_only(name: str) -> None:
+    case = CASES[name]()
+    loss = case.call(case.students, case.teachers)
+    assert loss.shape == () and loss.dtype == torch.float32
+    assert torch.isfinite(loss)
+    loss.backward()
+    for tensor in case.students + case.params:
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all()
+        assert tensor.grad.abs().sum() > 0
+    for tensor in case.teachers:
+        assert tensor.grad is None
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bf16_autocast_gives_finite_fp32(name: str) -> None:
+    case = CASES[name]()
+    students = [s.detach().bfloat16().requires_grad_(True) for s in case.students]
+    teachers = [t.detach().bfloat16() for t in case.teachers]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = case.call(students, teachers)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(s.grad is not None for s in students)
+    if not case.params:  # pure math: same as fp32 on the same (bf16-rounded) values; VID's regressor is not
+        reference = case.call([s.detach().float() for s in students], [t.float() for t in teachers])
+        torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn, module_cls, s_shapes, t_shapes", PAIRS, ids=[p[1].__name__ for p in PAIRS])
+def test_module_equals_function_with_defaults(fn, module_cls, s_shapes, t_shapes) -> None:
+    students = [torch.randn(*shape) for shape in s_shapes]
+    teachers = [torch.randn(*shape) for shape in t_shapes]
+    torch.testing.assert_close(module_cls()(*students, *teachers), fn(*students, *teachers))
+
+
+LOSS_MODULES = [m.name for m in pkgutil.walk_packages(losses.__path__, prefix="lightning_kd.losses.") if not m.ispkg]
+
+
+@pytest.mark.parametrize("module_name", LOSS_MODULES)
+def test_docstring_examples_run(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("module_name", LOSS_MODULES)
+def test_losses_import_only_torch(module_name: str) -> None:
+    source = open(importlib.import_module(module_name).__file__, encoding="utf-8").read()
+    assert "import lightning\n" not in source and "from lightning " not in source
+    assert "from lightning." not in source.replace("from lightning_kd.", "")
