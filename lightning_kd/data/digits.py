@@ -25,7 +25,7 @@ class DigitsDataModule(InMemoryDataModule):
     Example:
         >>> dm = DigitsDataModule(); dm.setup()
         >>> [len(dm.splits[s]) for s in ("train", "val", "test")]
-        [1257, 180, 360]
+        [1258, 180, 359]
     """
 
     mean = 0.3053  # pixel mean / std of the whole set, in [0, 1] units (values 0..16 divided by 16)

@@ -26,9 +26,10 @@ def read_idx(path: str | os.PathLike) -> Tensor:
     big-endian uint32 per dimension, then the data, big-endian.
     """
     path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with open(path, "rb") as f:
         data = f.read()
+    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        data = gzip.decompress(data)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()}).")
     dtype, ndim = _DTYPES[data[2]], data[3]
