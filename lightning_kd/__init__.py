@@ -3,6 +3,7 @@
 from lightning_kd.classification import ClassificationModule
 from lightning_kd.losses import KDLoss, kd_loss
 from lightning_kd.module import DistillationModule
+from lightning_kd.terms import FeatureTerm
 
 __version__ = "0.1.0"
-__all__ = ["ClassificationModule", "DistillationModule", "KDLoss", "__version__", "kd_loss"]
+__all__ = ["ClassificationModule", "DistillationModule", "FeatureTerm", "KDLoss", "__version__", "kd_loss"]

@@ -5,14 +5,18 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
+from lightning_kd.callbacks.feature_hooks import FeatureHooks
 from lightning_kd.checkpoint import load_teacher_weights
+from lightning_kd.features import FeatureCapture
 from lightning_kd.losses import KDLoss
+from lightning_kd.terms import FeatureTerm
 
 
 class DistillationModule(BaseModule):
@@ -20,8 +24,12 @@ class DistillationModule(BaseModule):
 
     Loss, a weighted sum of named terms (each logged as ``train/loss_<name>``)::
 
-        loss = (1 − α) · CE(student, y)  +  α · T² · KL(softmax(t/T) ‖ softmax(s/T))
-               └── "ce" ──────────────┘     └── "kd" ───────────────────────────┘
+        loss = (1 − α) · CE(student, y)  +  α · T² · KL(softmax(t/T) ‖ softmax(s/T))  +  Σ w_k · term_k
+               └── "ce" ──────────────┘     └── "kd" ───────────────────────────┘     └ feature_terms ┘
+
+    Feature and relation terms (:class:`~lightning_kd.FeatureTerm`) name student/teacher layers by module
+    path; the module hooks them (through the :class:`~lightning_kd.callbacks.FeatureHooks` callback it adds
+    itself) and builds any connectors from one dry forward pass in ``setup``, before the optimizer exists.
 
     The teacher is frozen (``requires_grad`` off, never in the optimizer), stays in eval mode whatever calls
     ``.train()``, runs under ``torch.no_grad()`` and its logits are cast to fp32 before any loss.
@@ -44,6 +52,7 @@ class DistillationModule(BaseModule):
         lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
         scheduler_interval: ``auto`` (per step when ``total_steps`` was filled, else per epoch), ``step`` or
             ``epoch``.
+        feature_terms: feature/relation loss terms on intermediate layers (see :class:`FeatureTerm`).
         save_teacher: also store the teacher's weights in checkpoints.
         teacher_eval: keep the teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
             reach it, for methods that want teacher BN in train mode.
@@ -66,6 +75,7 @@ class DistillationModule(BaseModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        feature_terms: list[FeatureTerm] | None = None,
         save_teacher: bool = False,
         teacher_eval: bool = True,
     ) -> None:
@@ -73,7 +83,9 @@ class DistillationModule(BaseModule):
         # Under the CLI hparams are the parsed class_path configs (load_from_checkpoint rebuilds everything
         # from them). From Python they would be pickled modules and callables, which also make the checkpoint
         # unloadable with torch.load(weights_only=True): leave them out and pass them to load_from_checkpoint.
-        self.save_hyperparameters(ignore=[] if built_by_cli() else ["teacher", "student", "optimizer", "lr_scheduler"])
+        self.save_hyperparameters(
+            ignore=[] if built_by_cli() else ["teacher", "student", "optimizer", "lr_scheduler", "feature_terms"]
+        )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
         if temperature <= 0:
@@ -103,6 +115,11 @@ class DistillationModule(BaseModule):
         self.save_teacher = save_teacher
 
         self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": KDLoss(temperature)})
+        self.feature_terms = nn.ModuleList(feature_terms or [])
+        names = [t.name for t in self.feature_terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature term names must be unique, got {names}.")
+        self.feature_captures = self._make_captures()
         self.alpha = alpha
         self._temperature = float(temperature)
         self._build_metrics(num_classes)
@@ -130,7 +147,13 @@ class DistillationModule(BaseModule):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {value}.")
         self._alpha = float(value)
-        self.loss_weights = {"ce": 1.0 - self._alpha, "kd": self._alpha}
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of every named term: ``ce`` = 1 − α, ``kd`` = α, then each feature term's ``weight``."""
+        weights = {"ce": 1.0 - self._alpha, "kd": self._alpha}
+        weights.update({t.name: t.weight for t in self.feature_terms})
+        return weights
 
     # -- the two methods a subclass usually overrides ------------------------------------------------
     def forward_teacher(self, inputs: Any) -> Tensor:
@@ -151,20 +174,79 @@ class DistillationModule(BaseModule):
             self.teacher.eval()
         return self
 
+    # -- feature terms ------------------------------------------------------------------------------
+    def _make_captures(self) -> dict[tuple[str, str], FeatureCapture]:
+        """One hook set per (network, capture mode) over the layers the feature terms name."""
+        layers: dict[tuple[str, str], list[str]] = {}
+        for term in self.feature_terms:
+            layers.setdefault(("student", term.capture), []).extend(term.student_layers)
+            layers.setdefault(("teacher", term.capture), []).extend(term.teacher_layers)
+        models = {"student": self.student, "teacher": self.teacher}
+        return {
+            (side, mode): FeatureCapture(models[side], paths, capture=mode) for (side, mode), paths in layers.items()
+        }
+
+    def features(self, side: Literal["student", "teacher"], capture: str = "output") -> dict[str, Tensor]:
+        """Features captured in the last forward pass, keyed by layer path."""
+        cap = self.feature_captures.get((side, capture))
+        return cap.features if cap is not None else {}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [FeatureHooks()] if self.feature_terms else []
+
+    def _example_inputs(self) -> Any:
+        if self.example_input_array is not None:
+            return self.example_input_array
+        datamodule = self.trainer.datamodule
+        if datamodule is not None:
+            loader = datamodule.train_dataloader()
+        else:  # dataloaders passed to fit() directly
+            loader = self.trainer.fit_loop._data_source.dataloader()
+        inputs = self.unpack_batch(next(iter(loader)))[0]
+        return inputs[:2] if isinstance(inputs, Tensor) else inputs
+
+    def setup(self, stage: str) -> None:
+        """Build connectors and check every feature term with one dry forward pass (before the optimizer)."""
+        if stage != "fit" or not self.feature_terms:
+            return
+        was_training = self.student.training
+        self.student.eval()  # leave the student's BN statistics untouched
+        try:
+            with torch.no_grad():
+                for cap in self.feature_captures.values():
+                    cap.register()
+                inputs = self._example_inputs()
+                self.forward_student(inputs)
+                self.forward_teacher(inputs)
+                for term in self.feature_terms:
+                    s, t = self.features("student", term.capture), self.features("teacher", term.capture)
+                    shapes = [(s[a].shape, t[b].shape) for a, b in zip(term.student_layers, term.teacher_layers)]
+                    term.build_connectors(shapes)
+                    term.check(s, t)
+        finally:
+            for cap in self.feature_captures.values():
+                cap.remove()
+                cap.clear()
+            self.student.train(was_training)
+
     # -- loss ---------------------------------------------------------------------------------------
     def compute_losses(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """Unweighted value of every named term."""
-        return {
+        """Unweighted value of every named term (feature terms read the features hooked in this step)."""
+        losses = {
             "ce": self.loss_terms["ce"](student_logits.float(), targets),
             "kd": self.loss_terms["kd"](student_logits, teacher_logits),
         }
+        for term in self.feature_terms:
+            losses[term.name] = term(self.features("student", term.capture), self.features("teacher", term.capture))
+        return losses
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets = self.unpack_batch(batch)
         student_logits = self.forward_student(inputs)
         teacher_logits = self.forward_teacher(inputs)
         terms = self.compute_losses(student_logits, teacher_logits, targets)
-        loss = sum(self.loss_weights[name] * value for name, value in terms.items())
+        weights = self.loss_weights
+        loss = sum(weights[name] * value for name, value in terms.items())
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value)
@@ -197,12 +279,19 @@ class DistillationModule(BaseModule):
 
     # -- checkpoints without the teacher ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightning_kd_connector_shapes"] = {t.name: t.connector_shapes for t in self.feature_terms}
         if not self.save_teacher:
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith("teacher.")]:
                 del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # connectors are built from a dry forward in setup(); load_from_checkpoint runs no setup, so rebuild
+        # them from the shapes the checkpoint recorded before Lightning loads the state dict
+        shapes = checkpoint.get("lightning_kd_connector_shapes", {})
+        for term in self.feature_terms:
+            if shapes.get(term.name):
+                term.build_connectors(shapes[term.name])
         state = checkpoint["state_dict"]
         if not any(k.startswith("teacher.") for k in state):
             state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.data.augment import random_crop_flip
+from lightning_kd.data.indexed import IndexedDataset
 
 
 class TensorClassificationDataset(Dataset):
@@ -50,6 +51,8 @@ class InMemoryDataModule(L.LightningDataModule):
         augment: random crop + horizontal flip on training batches.
         crop_padding: padding of the random crop.
         flip: horizontal flip in the augmentation.
+        with_indices: training batches are ``(images, labels, indices)`` — the sample indices CRD's memory
+            bank needs.
     """
 
     mean: float | tuple[float, ...] = 0.0
@@ -62,6 +65,7 @@ class InMemoryDataModule(L.LightningDataModule):
         augment: bool = False,
         crop_padding: int = 2,
         flip: bool = True,
+        with_indices: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -71,6 +75,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.augment = augment
         self.crop_padding = crop_padding
         self.flip = flip
+        self.with_indices = with_indices
         self.splits: dict[str, TensorClassificationDataset] = {}
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -100,8 +105,9 @@ class InMemoryDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.splits:
             self.setup()
+        dataset = self.splits[split]
         return DataLoader(
-            self.splits[split],
+            IndexedDataset(dataset) if train and self.with_indices else dataset,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(self.splits[split]) > self.batch_size,
@@ -125,6 +131,6 @@ class InMemoryDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
         if self.augment and trainer is not None and trainer.training:
-            images, labels = batch
-            batch = (random_crop_flip(images, self.crop_padding, self.flip, fill=self.black), labels)
+            images, *rest = batch
+            batch = (random_crop_flip(images, self.crop_padding, self.flip, fill=self.black), *rest)
         return batch

@@ -17,6 +17,7 @@ class CIFAR10DataModule(InMemoryDataModule):
         download: let torchvision download the archive when absent (needs a network).
         num_workers: DataLoader workers.
         augment: random crop + flip on training batches.
+        with_indices: training batches also carry sample indices (for CRD).
 
     The test set doubles as validation set, as in the KD papers' CIFAR protocol (CRD, arXiv:1910.10699).
     """
@@ -31,8 +32,9 @@ class CIFAR10DataModule(InMemoryDataModule):
         download: bool = False,
         num_workers: int = 0,
         augment: bool = True,
+        with_indices: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, augment, crop_padding=4, flip=True)
+        super().__init__(batch_size, num_workers, augment, crop_padding=4, flip=True, with_indices=with_indices)
         self.data_dir, self.download = data_dir, download
 
     def _dataset(self, train: bool):

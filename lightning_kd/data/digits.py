@@ -20,6 +20,7 @@ class DigitsDataModule(InMemoryDataModule):
         test_fraction: share of samples for the test set.
         seed: seed of the split (not of training).
         num_workers: DataLoader workers.
+        with_indices: training batches also carry sample indices (for CRD).
         augment: random 1-pixel crop + no flip (digits are not mirror-symmetric).
 
     Example:
@@ -39,8 +40,9 @@ class DigitsDataModule(InMemoryDataModule):
         seed: int = 0,
         num_workers: int = 0,
         augment: bool = False,
+        with_indices: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, augment, crop_padding=1, flip=False)
+        super().__init__(batch_size, num_workers, augment, crop_padding=1, flip=False, with_indices=with_indices)
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(
                 f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) and sum < 1."

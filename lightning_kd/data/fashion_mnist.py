@@ -44,6 +44,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
             (the reference experiment trains on all 60k and selects nothing on validation).
         download: let torchvision download the files when they are not found.
         num_workers: DataLoader workers.
+        with_indices: training batches also carry sample indices (for CRD).
         augment: random crop + flip on training batches.
         seed: seed of the train/val split when ``val_size > 0``.
     """
@@ -60,8 +61,9 @@ class FashionMNISTDataModule(InMemoryDataModule):
         num_workers: int = 0,
         augment: bool = True,
         seed: int = 0,
+        with_indices: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, augment, crop_padding=2, flip=True)
+        super().__init__(batch_size, num_workers, augment, crop_padding=2, flip=True, with_indices=with_indices)
         if not 0 <= val_size < 60000:
             raise ValueError(f"val_size must be in [0, 60000), got {val_size}.")
         self.data_dir, self.val_size, self.download, self.seed = data_dir, val_size, download, seed

@@ -175,7 +175,7 @@ class ContrastMemory(nn.Module):
             if v.shape != (n, self.feat_dim):
                 raise ValueError(f"ContrastMemory: {name} must be ({n}, {self.feat_dim}), got {tuple(v.shape)}.")
         if idx.shape != (n,):
-            raise ValueError(f"ContrastMemory: idx must be ({n},), one dataset index a sample, got {tuple(idx.shape)}.")
+            raise ValueError(f"ContrastMemory: idx must be ({n},), a dataset index per sample, got {tuple(idx.shape)}.")
         idx = self._check_index(idx, "idx")
         if contrast_idx is None:
             contrast_idx = self.sample_negatives(n)

@@ -1,0 +1,134 @@
+"""FeatureTerm: one feature/relation loss applied to named student/teacher layer pairs. Pure torch.
+
+The module captures the layers' features with hooks (see :mod:`lightning_kd.features`); a term only maps
+them to a loss value, so the loss functions stay callable on plain tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from torch import Tensor, nn
+
+from lightning_kd.connectors import build_connector
+
+
+class FeatureTerm(nn.Module):
+    """A named, weighted loss on intermediate features: ``weight · Σ_pairs loss(s_i, t_i)``.
+
+    Each pair ``(student_layers[i], teacher_layers[i])`` gets its own copy of ``loss`` (so trainable
+    parts such as VID's regressor are per pair) and, with ``connector=True``, its own trainable adapter
+    mapping the student feature to the teacher feature's shape (1×1 conv + BN for maps, linear for
+    vectors, built from one dry forward pass before the optimizer exists, so it is trained with the
+    student and saved in checkpoints). Summing over pairs follows AT/FitNets (arXiv:1612.03928, §3).
+
+    With ``mode="group"`` the loss is called once on all features, ``loss(*student_feats,
+    *teacher_feats)`` — for FSP, which relates two layers of each network.
+
+    Layer paths are dotted names from ``model.named_modules()`` (``""`` = the model itself, i.e. logits).
+
+    Args:
+        name: key of the term in logs (``train/loss_<name>``) and in ``loss_weights``.
+        loss: a loss module taking ``(student, teacher)`` tensors (e.g. ``lightning_kd.losses.ATLoss()``).
+        student_layers: module paths in the student.
+        teacher_layers: module paths in the teacher, paired by position with ``student_layers``.
+        weight: the term's weight in the total loss.
+        connector: put a trainable adapter between each student feature and its loss.
+        capture: hook a module's ``output`` or its ``input``.
+        mode: ``pairs`` (one loss per pair, summed) or ``group`` (one call on all features).
+
+    Example (YAML, inside ``DistillationModule``'s ``init_args``)::
+
+        feature_terms:
+          - class_path: lightning_kd.FeatureTerm
+            init_args:
+              name: at
+              loss: {class_path: lightning_kd.losses.ATLoss}
+              student_layers: [block1, block2, block3]
+              teacher_layers: [layer1, layer2, layer3]
+              weight: 1000.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loss: nn.Module,
+        student_layers: Sequence[str],
+        teacher_layers: Sequence[str],
+        weight: float = 1.0,
+        connector: bool = False,
+        capture: Literal["output", "input"] = "output",
+        mode: Literal["pairs", "group"] = "pairs",
+    ) -> None:
+        super().__init__()
+        if not name.isidentifier() or name in ("ce", "kd"):
+            raise ValueError(f"term name {name!r} must be a Python identifier other than 'ce'/'kd', e.g. 'at'.")
+        if isinstance(student_layers, str) or isinstance(teacher_layers, str):
+            raise ValueError(f"term {name!r}: layers are lists of paths, e.g. student_layers: [block2].")
+        if not student_layers or not teacher_layers:
+            raise ValueError(f"term {name!r}: student_layers and teacher_layers must not be empty.")
+        if mode == "pairs" and len(student_layers) != len(teacher_layers):
+            raise ValueError(
+                f"term {name!r}: {len(student_layers)} student layers but {len(teacher_layers)} teacher layers; "
+                "pairs are matched by position, so give as many of each (or use mode='group')."
+            )
+        if mode not in ("pairs", "group"):
+            raise ValueError(f"term {name!r}: mode must be 'pairs' or 'group', got {mode!r}.")
+        if connector and mode == "group":
+            raise ValueError(f"term {name!r}: connectors work per pair; use mode='pairs' with connector=True.")
+        if weight < 0:
+            raise ValueError(f"term {name!r}: weight must be >= 0, got {weight}.")
+        self.name = name
+        self.student_layers = list(student_layers)
+        self.teacher_layers = list(teacher_layers)
+        self.weight = float(weight)
+        self.use_connector = connector
+        self.capture = capture
+        self.mode = mode
+        copies = len(self.student_layers) if mode == "pairs" else 1
+        self.losses = nn.ModuleList([loss] + [copy.deepcopy(loss) for _ in range(copies - 1)])
+        self.connectors = nn.ModuleList()
+
+    @property
+    def connector_shapes(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """(student, teacher) feature shapes the connectors were built for; saved in checkpoints."""
+        return getattr(self, "_connector_shapes", [])
+
+    def build_connectors(self, shapes: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
+        """Create one connector per pair for these (student, teacher) shapes (idempotent)."""
+        if not self.use_connector or len(self.connectors):
+            return
+        self._connector_shapes = [(tuple(s), tuple(t)) for s, t in shapes]
+        for s, t in self._connector_shapes:
+            self.connectors.append(build_connector(s, t))
+
+    def forward(self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor]) -> Tensor:
+        """Unweighted term value from captured features (keyed by layer path)."""
+        s = [student_feats[p] for p in self.student_layers]
+        t = [teacher_feats[p].float() for p in self.teacher_layers]
+        if self.mode == "group":
+            return self.losses[0](*s, *t)
+        if self.use_connector:
+            s = [conn(x) for conn, x in zip(self.connectors, s, strict=True)]
+        total = self.losses[0](s[0], t[0])
+        for loss, si, ti in zip(self.losses[1:], s[1:], t[1:], strict=True):
+            total = total + loss(si, ti)
+        return total
+
+    def check(self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor]) -> None:
+        """Run the term once on dry-run features; re-raise a shape problem naming the layers and the fix."""
+        try:
+            self(student_feats, teacher_feats)
+        except (ValueError, RuntimeError) as err:
+            pairs = ", ".join(
+                f"student {sp!r} {tuple(student_feats[sp].shape[1:])} ↔ teacher {tp!r} "
+                f"{tuple(teacher_feats[tp].shape[1:])}"
+                for sp, tp in zip(self.student_layers, self.teacher_layers)
+            )
+            fix = "" if self.use_connector else " Set connector: true on this term to learn an adapter, or"
+            raise ValueError(
+                f"feature term {self.name!r} cannot run on these features ({pairs}; batch dim left out): {err}."
+                f"{fix} pick layers whose shapes the loss accepts."
+            ) from err
