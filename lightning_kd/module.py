@@ -194,57 +194,64 @@ class DistillationModule(BaseModule):
     def configure_callbacks(self) -> list[L.Callback]:
         return [FeatureHooks()] if self.feature_terms else []
 
-    def _example_inputs(self) -> Any:
-        if self.example_input_array is not None:
-            return self.example_input_array
+    def _example_batch(self) -> Any:
         datamodule = self.trainer.datamodule
         if datamodule is not None:
             loader = datamodule.train_dataloader()
         else:  # dataloaders passed to fit() directly
             loader = self.trainer.fit_loop._data_source.dataloader()
-        inputs = self.unpack_batch(next(iter(loader)))[0]
-        return inputs[:2] if isinstance(inputs, Tensor) else inputs
+        return next(iter(loader))
 
     def setup(self, stage: str) -> None:
         """Build connectors and check every feature term with one dry forward pass (before the optimizer)."""
         if stage != "fit" or not self.feature_terms:
             return
-        was_training = self.student.training
-        self.student.eval()  # leave the student's BN statistics untouched
+        batch = self._example_batch()
+        inputs, indices = self.unpack_batch(batch)[0], self.batch_indices(batch)
+        was_training = self.training
+        self.eval()  # student BN statistics, CRD memory banks: the dry run changes nothing
         try:
             with torch.no_grad():
                 for cap in self.feature_captures.values():
                     cap.register()
-                inputs = self._example_inputs()
                 self.forward_student(inputs)
                 self.forward_teacher(inputs)
                 for term in self.feature_terms:
                     s, t = self.features("student", term.capture), self.features("teacher", term.capture)
                     shapes = [(s[a].shape, t[b].shape) for a, b in zip(term.student_layers, term.teacher_layers)]
                     term.build_connectors(shapes)
-                    term.check(s, t)
+                    term.check(s, t, indices)
         finally:
             for cap in self.feature_captures.values():
                 cap.remove()
                 cap.clear()
-            self.student.train(was_training)
+            self.train(was_training)
 
     # -- loss ---------------------------------------------------------------------------------------
-    def compute_losses(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def batch_indices(self, batch: Any) -> Tensor | None:
+        """Sample indices in the batch, if the data module sends them (``with_indices``): for CRD."""
+        if isinstance(batch, dict):
+            return batch.get("index")
+        return batch[2] if isinstance(batch, (tuple, list)) and len(batch) > 2 else None
+
+    def compute_losses(
+        self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, indices: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Unweighted value of every named term (feature terms read the features hooked in this step)."""
         losses = {
             "ce": self.loss_terms["ce"](student_logits.float(), targets),
             "kd": self.loss_terms["kd"](student_logits, teacher_logits),
         }
         for term in self.feature_terms:
-            losses[term.name] = term(self.features("student", term.capture), self.features("teacher", term.capture))
+            s, t = self.features("student", term.capture), self.features("teacher", term.capture)
+            losses[term.name] = term(s, t, indices)
         return losses
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets = self.unpack_batch(batch)
         student_logits = self.forward_student(inputs)
         teacher_logits = self.forward_teacher(inputs)
-        terms = self.compute_losses(student_logits, teacher_logits, targets)
+        terms = self.compute_losses(student_logits, teacher_logits, targets, self.batch_indices(batch))
         weights = self.loss_weights
         loss = sum(weights[name] * value for name, value in terms.items())
         self.log("train/loss", loss, prog_bar=True)

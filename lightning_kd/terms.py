@@ -13,6 +13,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from lightning_kd.connectors import build_connector
+from lightning_kd.losses.contrastive import CRDLoss
 
 
 class FeatureTerm(nn.Module):
@@ -25,7 +26,11 @@ class FeatureTerm(nn.Module):
     student and saved in checkpoints). Summing over pairs follows AT/FitNets (arXiv:1612.03928, §3).
 
     With ``mode="group"`` the loss is called once on all features, ``loss(*student_feats,
-    *teacher_feats)`` — for FSP, which relates two layers of each network.
+    *teacher_feats)`` — for FSP, which relates two layers of each network (connectors, if on, still map
+    ``student_layers[i]`` to ``teacher_layers[i]`` first).
+
+    Losses that need the batch's sample indices (CRD's memory bank) get them as ``index``; the data module
+    must then yield ``(inputs, targets, indices)`` (``with_indices: true``).
 
     Layer paths are dotted names from ``model.named_modules()`` (``""`` = the model itself, i.e. logits).
 
@@ -76,8 +81,10 @@ class FeatureTerm(nn.Module):
             )
         if mode not in ("pairs", "group"):
             raise ValueError(f"term {name!r}: mode must be 'pairs' or 'group', got {mode!r}.")
-        if connector and mode == "group":
-            raise ValueError(f"term {name!r}: connectors work per pair; use mode='pairs' with connector=True.")
+        if connector and len(student_layers) != len(teacher_layers):
+            raise ValueError(
+                f"term {name!r}: connectors map student_layers[i] to teacher_layers[i]; give as many of each."
+            )
         if weight < 0:
             raise ValueError(f"term {name!r}: weight must be >= 0, got {weight}.")
         self.name = name
@@ -104,23 +111,40 @@ class FeatureTerm(nn.Module):
         for s, t in self._connector_shapes:
             self.connectors.append(build_connector(s, t))
 
-    def forward(self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor]) -> Tensor:
+    @property
+    def needs_index(self) -> bool:
+        """Whether the loss takes the batch's sample indices (CRD)."""
+        return isinstance(self.losses[0], CRDLoss)
+
+    def forward(
+        self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor], index: Tensor | None = None
+    ) -> Tensor:
         """Unweighted term value from captured features (keyed by layer path)."""
         s = [student_feats[p] for p in self.student_layers]
         t = [teacher_feats[p].float() for p in self.teacher_layers]
-        if self.mode == "group":
-            return self.losses[0](*s, *t)
         if self.use_connector:
             s = [conn(x) for conn, x in zip(self.connectors, s, strict=True)]
-        total = self.losses[0](s[0], t[0])
+        extra: dict[str, Tensor] = {}
+        if self.needs_index:
+            if index is None:
+                raise ValueError(
+                    f"term {self.name!r} ({type(self.losses[0]).__name__}) needs each sample's dataset index: "
+                    "set with_indices: true on the data module (batches become (inputs, targets, indices))."
+                )
+            extra["index"] = index
+        if self.mode == "group":
+            return self.losses[0](*s, *t, **extra)
+        total = self.losses[0](s[0], t[0], **extra)
         for loss, si, ti in zip(self.losses[1:], s[1:], t[1:], strict=True):
-            total = total + loss(si, ti)
+            total = total + loss(si, ti, **extra)
         return total
 
-    def check(self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor]) -> None:
+    def check(
+        self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor], index: Tensor | None
+    ) -> None:
         """Run the term once on dry-run features; re-raise a shape problem naming the layers and the fix."""
         try:
-            self(student_feats, teacher_feats)
+            self(student_feats, teacher_feats, index)
         except (ValueError, RuntimeError) as err:
             pairs = ", ".join(
                 f"student {sp!r} {tuple(student_feats[sp].shape[1:])} ↔ teacher {tp!r} "

@@ -57,6 +57,7 @@ def test_eval_mode_leaves_banks_alone() -> None:
     old = memory.bank_s.clone()
     memory(_unit(2, 4), _unit(2, 4), torch.tensor([0, 1]))
     assert torch.equal(memory.bank_s, old)
+    assert memory.z_s.item() == -1 and memory.z_t.item() == -1  # Z is fixed by the first *training* batch
 
 
 def test_banks_in_state_dict_and_reload() -> None:
@@ -127,9 +128,11 @@ def test_nce_loss_golden_by_hand() -> None:
 
 
 def test_crd_equals_sum_of_two_nce_terms() -> None:
-    loss = CRDLoss(student_dim=6, teacher_dim=5, n_data=30, feat_dim=4, num_negatives=8).eval()
+    loss = CRDLoss(student_dim=6, teacher_dim=5, n_data=30, feat_dim=4, num_negatives=8)
     s, t, idx = torch.randn(4, 6), torch.randn(4, 5), torch.tensor([0, 3, 7, 29])
     neg = loss.memory.sample_negatives(4)
+    loss(s, t, idx, neg)  # a training call fixes the normalisation constants Z
+    loss.eval()  # from here on the banks stay put, so both sides see the same memory
     out_s, out_t = loss.memory(loss.embed_s(s), loss.embed_t(t), idx, neg)
     expected = crd_nce_loss(out_s, 30) + crd_nce_loss(out_t, 30)
     assert_close(loss(s, t, idx, neg), expected)

@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd import DistillationModule, FeatureTerm
 from lightning_kd.callbacks import FeatureHooks
-from lightning_kd.losses import ATLoss, FitNetLoss, RKDLoss, at_loss, fitnet_loss
+from lightning_kd.data import DigitsDataModule
+from lightning_kd.losses import ATLoss, CRDLoss, FitNetLoss, RKDLoss, at_loss, fitnet_loss
 from lightning_kd.models import SmallCNN
 
 
@@ -100,7 +101,9 @@ def test_connectors_are_built_before_the_optimizer_and_saved(digits, trainer_fac
 def test_shape_mismatch_without_connector_names_shapes_and_fix(digits, trainer_factory):
     term = FeatureTerm("hint", FitNetLoss(), ["block2"], ["block2"])
     m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[term])
-    with pytest.raises(ValueError, match=r"student 'block2' \(8, 4, 4\) ↔ teacher 'block2' \(16, 4, 4\).*connector: true"):
+    with pytest.raises(
+        ValueError, match=r"student 'block2' \(8, 4, 4\) ↔ teacher 'block2' \(16, 4, 4\).*connector: true"
+    ):
         trainer_factory(max_epochs=1, limit_train_batches=1).fit(m, digits)
     assert hooks_left(m.student, m.teacher) == 0
 
@@ -138,3 +141,27 @@ def test_bad_terms():
         FeatureTerm("at", ATLoss(), "block1", ["b"])
     with pytest.raises(ValueError, match="feature term names must be unique"):
         DistillationModule(make_teacher(), cnn_student(), feature_terms=[at_term(), at_term()])
+
+
+def crd_term():
+    # SmallCNN "pool" outputs (N, C, 1, 1): 32 values for the teacher, 8 for the student; 1258 training digits
+    loss = CRDLoss(student_dim=8, teacher_dim=32, n_data=1258, feat_dim=16, num_negatives=64)
+    return FeatureTerm("crd", loss, ["pool"], ["pool"], weight=0.8)
+
+
+def test_crd_term_gets_sample_indices_and_updates_its_memory(trainer_factory):
+    m = DistillationModule(make_teacher(), cnn_student(), alpha=0.0, feature_terms=[crd_term()])
+    memory = m.feature_terms[0].losses[0].memory
+    bank_before = memory.bank_s.clone()
+    data = DigitsDataModule(batch_size=64, with_indices=True)
+    trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1).fit(m, data)
+    changed = (memory.bank_s != bank_before).any(dim=1).nonzero().flatten()
+    assert len(changed) == 3 * 64  # exactly the rows of the samples seen in 3 batches
+    assert memory.z_s.item() > 0
+    assert "train/loss_crd" in m.trainer.logged_metrics
+
+
+def test_crd_without_indices_says_how_to_fix(digits, trainer_factory):
+    m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[crd_term()])
+    with pytest.raises(ValueError, match="needs each sample's dataset index: set with_indices: true"):
+        trainer_factory(max_epochs=1, limit_train_batches=1).fit(m, digits)

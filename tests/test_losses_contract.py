@@ -45,13 +45,41 @@ PAIRS = [
     (losses.rkd_loss, losses.RKDLoss, [(5, 8)], [(5, 12)]),
     (losses.pkt_loss, losses.PKTLoss, [(5, 8)], [(5, 12)]),
     (losses.cc_loss, losses.CCLoss, [(5, 8)], [(5, 12)]),
+    (losses.dist_loss, losses.DISTLoss, [(4, 10)], [(4, 10)]),
+    (losses.logit_standardized_kd_loss, losses.LogitStandardizedKDLoss, [(4, 10)], [(4, 10)]),
+    (losses.reverse_kd_loss, losses.ReverseKDLoss, [(4, 10)], [(4, 10)]),
+    (losses.js_kd_loss, losses.JSKDLoss, [(4, 10)], [(4, 10)]),
 ]
+
+# Losses that also take class-index targets, called as loss(*students, *teachers, targets); label smoothing
+# has no teacher (its case passes no teacher tensors, so only its gradient to the student is checked).
+TARGETS = torch.tensor([3, 0, 9, 3])
+TARGET_PAIRS = [
+    (losses.dkd_loss, losses.DKDLoss, [(4, 10)], [(4, 10)]),
+    (losses.label_smoothing_loss, losses.LabelSmoothingLoss, [(4, 10)], []),
+]
+
+# Exports that are helpers, not losses: no contract case.
+HELPERS = {"dkd_warmup"}
 
 
 def _plain(loss: Callable[..., Tensor], s_shapes: list, t_shapes: list) -> Callable[[], Case]:
     return lambda: Case(
         lambda s, t: loss(*s, *t), [_leaf(*shape) for shape in s_shapes], [_leaf(*shape) for shape in t_shapes]
     )
+
+
+def _with_targets(loss: Callable[..., Tensor], s_shapes: list, t_shapes: list) -> Callable[[], Case]:
+    return lambda: Case(
+        lambda s, t: loss(*s, *t, TARGETS),
+        [_leaf(*shape) for shape in s_shapes],
+        [_leaf(*shape) for shape in t_shapes],
+    )
+
+
+def _dkd_terms() -> Case:
+    # dkd_terms returns (TCKD, NCKD); their sum is the DKD loss with alpha = beta = 1.
+    return Case(lambda s, t: sum(losses.dkd_terms(s[0], t[0], TARGETS)), [_leaf(4, 10)], [_leaf(4, 10)])
 
 
 def _vid_function() -> Case:
@@ -64,10 +92,30 @@ def _vid_module() -> Case:
     return Case(lambda s, t: module(*s, *t), [_leaf(2, 3, 8, 8)], [_leaf(2, 5, 4, 4)], list(module.parameters()))
 
 
-CASES: dict[str, Callable[[], Case]] = {"vid_loss": _vid_function, "VIDLoss": _vid_module}
+def _crd_module() -> Case:
+    module = losses.CRDLoss(student_dim=8, teacher_dim=12, n_data=50, feat_dim=8, num_negatives=16)
+    index = torch.tensor([0, 7, 19, 42, 49])
+    return Case(lambda s, t: module(*s, *t, index), [_leaf(5, 8)], [_leaf(5, 12)], list(module.parameters()))
+
+
+def _crd_nce() -> Case:
+    # scores are positive (exp of something); the student side here is the score matrix itself
+    return Case(lambda s, t: losses.crd_nce_loss(s[0].float().exp(), n_data=50), [_leaf(4, 9)], [])
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "vid_loss": _vid_function,
+    "VIDLoss": _vid_module,
+    "dkd_terms": _dkd_terms,
+    "CRDLoss": _crd_module,
+    "crd_nce_loss": _crd_nce,
+}
 for _fn, _module, _s, _t in PAIRS:
     CASES[_fn.__name__] = _plain(_fn, _s, _t)
     CASES[_module.__name__] = _plain(_module(), _s, _t)
+for _fn, _module, _s, _t in TARGET_PAIRS:
+    CASES[_fn.__name__] = _with_targets(_fn, _s, _t)
+    CASES[_module.__name__] = _with_targets(_module(), _s, _t)
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +124,8 @@ def _seed() -> None:
 
 
 def test_every_export_has_a_contract_case() -> None:
-    assert set(losses.__all__) == set(CASES), "add a contract case for every loss exported from lightning_kd.losses"
+    exported = set(losses.__all__) - HELPERS
+    assert exported == set(CASES), "add a contract case for every loss exported from lightning_kd.losses"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -113,6 +162,13 @@ def test_module_equals_function_with_defaults(fn, module_cls, s_shapes, t_shapes
     students = [torch.randn(*shape) for shape in s_shapes]
     teachers = [torch.randn(*shape) for shape in t_shapes]
     torch.testing.assert_close(module_cls()(*students, *teachers), fn(*students, *teachers))
+
+
+@pytest.mark.parametrize("fn, module_cls, s_shapes, t_shapes", TARGET_PAIRS, ids=[p[1].__name__ for p in TARGET_PAIRS])
+def test_module_equals_function_with_defaults_and_targets(fn, module_cls, s_shapes, t_shapes) -> None:
+    students = [torch.randn(*shape) for shape in s_shapes]
+    teachers = [torch.randn(*shape) for shape in t_shapes]
+    torch.testing.assert_close(module_cls()(*students, *teachers, TARGETS), fn(*students, *teachers, TARGETS))
 
 
 LOSS_MODULES = [m.name for m in pkgutil.walk_packages(losses.__path__, prefix="lightning_kd.losses.") if not m.ispkg]

@@ -75,8 +75,8 @@ class Embed(nn.Module):
         out_dim: embedding size.
 
     Example:
-        >>> Embed(8, 4)(torch.randn(2, 2, 2, 2)).norm(dim=1).detach()
-        tensor([1.0000, 1.0000])
+        >>> Embed(8, 4)(torch.randn(2, 2, 2, 2)).shape
+        torch.Size([2, 4])
     """
 
     def __init__(self, in_dim: int, out_dim: int = 128) -> None:
@@ -195,10 +195,11 @@ class ContrastMemory(nn.Module):
             w_s = self.bank_s[all_idx].float()
             out_s = torch.exp(torch.bmm(w_t, v_s32[:, :, None]).squeeze(2) / self.nce_t)  # (N, 1 + K)
             out_t = torch.exp(torch.bmm(w_s, v_t32[:, :, None]).squeeze(2) / self.nce_t)
-            with torch.no_grad():
-                # Set Z once, from the first batch, without a host sync: keep it where it is already set.
-                self.z_s.copy_(torch.where(self.z_s < 0, out_s.mean() * self.n_data, self.z_s))
-                self.z_t.copy_(torch.where(self.z_t < 0, out_t.mean() * self.n_data, self.z_t))
+            if self.training:  # a dry run or validation pass in eval mode must not fix Z or touch the banks
+                with torch.no_grad():
+                    # Set Z once, from the first batch, without a host sync: keep it where it is already set.
+                    self.z_s.copy_(torch.where(self.z_s < 0, out_s.mean() * self.n_data, self.z_s))
+                    self.z_t.copy_(torch.where(self.z_t < 0, out_t.mean() * self.n_data, self.z_t))
             out_s = out_s / self.z_s.float()
             out_t = out_t / self.z_t.float()
             if self.training:

@@ -46,16 +46,16 @@ def as_rows(x: Tensor) -> Tensor:
 
 def target_rows(targets: Tensor, logits: Tensor, what: str) -> Tensor:
     """Check class-index ``targets`` against ``(N, C, *)`` logits and flatten them to ``(N*,)``."""
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(
+            f"{what}: targets must be integer class indices (torch.long), got dtype {targets.dtype}; pass "
+            "class indices, not one-hot vectors or probabilities (e.g. targets.argmax(1))."
+        )
     expected = (logits.shape[0], *logits.shape[2:])
     if tuple(targets.shape) != expected:
         raise ValueError(
             f"{what}: targets {tuple(targets.shape)} do not match logits {tuple(logits.shape)}; expected class "
             f"indices of shape {expected} (the logits' shape without the class dim 1)."
-        )
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ValueError(
-            f"{what}: targets must be integer class indices (torch.long), got dtype {targets.dtype}; pass "
-            "class indices, not one-hot vectors or probabilities (e.g. targets.argmax(1))."
         )
     num_classes = logits.shape[1]
     # A data-dependent check (a device sync); skipped while torch.compile traces to avoid a graph break.
