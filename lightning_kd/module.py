@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
-from lightning_kd.callbacks.feature_hooks import FeatureHooks
 from lightning_kd.checkpoint import load_teacher_weights
-from lightning_kd.features import FeatureCapture
+from lightning_kd.feature_mixin import FeatureTermsMixin
 from lightning_kd.losses import KDLoss
 from lightning_kd.terms import FeatureTerm
 
 
-class DistillationModule(BaseModule):
+class DistillationModule(FeatureTermsMixin, BaseModule):
     """Distil a frozen ``teacher`` into a ``student`` (Hinton et al., 2015, arXiv:1503.02531).
 
     Loss, a weighted sum of named terms (each logged as ``train/loss_<name>``)::
@@ -52,6 +51,10 @@ class DistillationModule(BaseModule):
         lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
         scheduler_interval: ``auto`` (per step when ``total_steps`` was filled, else per epoch), ``step`` or
             ``epoch``.
+        distill_loss: the logit term ``kd`` (default ``KDLoss(temperature)``): any loss module taking
+            ``(student_logits, teacher_logits)`` or ``(student_logits, teacher_logits, targets)``, e.g.
+            ``DKDLoss``, ``DISTLoss``, ``LogitStandardizedKDLoss``, ``ReverseKDLoss``, ``JSKDLoss``. Its
+            ``temperature`` buffer, if any, follows :attr:`temperature`.
         feature_terms: feature/relation loss terms on intermediate layers (see :class:`FeatureTerm`).
         save_teacher: also store the teacher's weights in checkpoints.
         teacher_eval: keep the teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
@@ -75,6 +78,7 @@ class DistillationModule(BaseModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        distill_loss: nn.Module | None = None,
         feature_terms: list[FeatureTerm] | None = None,
         save_teacher: bool = False,
         teacher_eval: bool = True,
@@ -114,14 +118,16 @@ class DistillationModule(BaseModule):
             warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training")
         self.save_teacher = save_teacher
 
-        self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": KDLoss(temperature)})
+        distill_loss = distill_loss if distill_loss is not None else KDLoss(temperature)
+        self._kd_takes_targets = "targets" in inspect.signature(distill_loss.forward).parameters
+        self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": distill_loss})
         self.feature_terms = nn.ModuleList(feature_terms or [])
         names = [t.name for t in self.feature_terms]
         if len(set(names)) != len(names):
             raise ValueError(f"feature term names must be unique, got {names}.")
         self.feature_captures = self._make_captures()
         self.alpha = alpha
-        self._temperature = float(temperature)
+        self.temperature = temperature
         self._build_metrics(num_classes)
         self.val_teacher_acc = self.val_acc.clone()
         self.test_teacher_acc = self.test_acc.clone()
@@ -136,7 +142,9 @@ class DistillationModule(BaseModule):
         if value <= 0:
             raise ValueError(f"temperature must be > 0, got {value}.")
         self._temperature = float(value)
-        self.loss_terms["kd"].temperature.fill_(value)  # in place: no recompile under torch.compile
+        buffer = getattr(self.loss_terms["kd"], "temperature", None)
+        if isinstance(buffer, Tensor):
+            buffer.fill_(value)  # in place: no recompile under torch.compile
 
     @property
     def alpha(self) -> float:
@@ -174,73 +182,14 @@ class DistillationModule(BaseModule):
             self.teacher.eval()
         return self
 
-    # -- feature terms ------------------------------------------------------------------------------
-    def _make_captures(self) -> dict[tuple[str, str], FeatureCapture]:
-        """One hook set per (network, capture mode) over the layers the feature terms name."""
-        layers: dict[tuple[str, str], list[str]] = {}
-        for term in self.feature_terms:
-            layers.setdefault(("student", term.capture), []).extend(term.student_layers)
-            layers.setdefault(("teacher", term.capture), []).extend(term.teacher_layers)
-        models = {"student": self.student, "teacher": self.teacher}
-        return {
-            (side, mode): FeatureCapture(models[side], paths, capture=mode) for (side, mode), paths in layers.items()
-        }
-
-    def features(self, side: Literal["student", "teacher"], capture: str = "output") -> dict[str, Tensor]:
-        """Features captured in the last forward pass, keyed by layer path."""
-        cap = self.feature_captures.get((side, capture))
-        return cap.features if cap is not None else {}
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        return [FeatureHooks()] if self.feature_terms else []
-
-    def _example_batch(self) -> Any:
-        datamodule = self.trainer.datamodule
-        if datamodule is not None:
-            loader = datamodule.train_dataloader()
-        else:  # dataloaders passed to fit() directly
-            loader = self.trainer.fit_loop._data_source.dataloader()
-        return next(iter(loader))
-
-    def setup(self, stage: str) -> None:
-        """Build connectors and check every feature term with one dry forward pass (before the optimizer)."""
-        if stage != "fit" or not self.feature_terms:
-            return
-        batch = self._example_batch()
-        inputs, indices = self.unpack_batch(batch)[0], self.batch_indices(batch)
-        was_training = self.training
-        self.eval()  # student BN statistics, CRD memory banks: the dry run changes nothing
-        try:
-            with torch.no_grad():
-                for cap in self.feature_captures.values():
-                    cap.register()
-                self.forward_student(inputs)
-                self.forward_teacher(inputs)
-                for term in self.feature_terms:
-                    s, t = self.features("student", term.capture), self.features("teacher", term.capture)
-                    shapes = [(s[a].shape, t[b].shape) for a, b in zip(term.student_layers, term.teacher_layers)]
-                    term.build_connectors(shapes)
-                    term.check(s, t, indices)
-        finally:
-            for cap in self.feature_captures.values():
-                cap.remove()
-                cap.clear()
-            self.train(was_training)
-
     # -- loss ---------------------------------------------------------------------------------------
-    def batch_indices(self, batch: Any) -> Tensor | None:
-        """Sample indices in the batch, if the data module sends them (``with_indices``): for CRD."""
-        if isinstance(batch, dict):
-            return batch.get("index")
-        return batch[2] if isinstance(batch, (tuple, list)) and len(batch) > 2 else None
-
     def compute_losses(
         self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, indices: Tensor | None = None
     ) -> dict[str, Tensor]:
         """Unweighted value of every named term (feature terms read the features hooked in this step)."""
         losses = {
             "ce": self.loss_terms["ce"](student_logits.float(), targets),
-            "kd": self.loss_terms["kd"](student_logits, teacher_logits),
+            "kd": self.loss_terms["kd"](student_logits, teacher_logits, *([targets] if self._kd_takes_targets else [])),
         }
         for term in self.feature_terms:
             s, t = self.features("student", term.capture), self.features("teacher", term.capture)
@@ -286,19 +235,14 @@ class DistillationModule(BaseModule):
 
     # -- checkpoints without the teacher ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightning_kd_connector_shapes"] = {t.name: t.connector_shapes for t in self.feature_terms}
+        self._save_connector_shapes(checkpoint)
         if not self.save_teacher:
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith("teacher.")]:
                 del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # connectors are built from a dry forward in setup(); load_from_checkpoint runs no setup, so rebuild
-        # them from the shapes the checkpoint recorded before Lightning loads the state dict
-        shapes = checkpoint.get("lightning_kd_connector_shapes", {})
-        for term in self.feature_terms:
-            if shapes.get(term.name):
-                term.build_connectors(shapes[term.name])
+        self._rebuild_connectors(checkpoint)
         state = checkpoint["state_dict"]
         if not any(k.startswith("teacher.") for k in state):
             state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

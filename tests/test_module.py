@@ -181,3 +181,26 @@ def test_temperature_and_alpha_setters_validate():
         m.temperature = -1.0
     with pytest.raises(ValueError):
         m.alpha = 2.0
+
+
+def test_distill_loss_can_be_swapped_for_dkd_and_follows_temperature():
+    from lightning_kd.losses import DKDLoss, JSKDLoss, dkd_loss, js_kd_loss
+
+    torch.manual_seed(0)
+    m = DistillationModule(make_teacher(), make_student(), distill_loss=DKDLoss(alpha=1.0, beta=8.0), alpha=0.5)
+    m.temperature = 2.0  # what TemperatureScheduler does: the DKD buffer follows
+    assert m.loss_terms["kd"].temperature.item() == 2.0
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    m.log = lambda *a, **k: None
+    loss = m.training_step((x, y), 0)
+    with torch.no_grad():
+        s, t = m.student(x), m.teacher(x)
+    expected = 0.5 * F.cross_entropy(s, y) + 0.5 * dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=2.0)
+    torch.testing.assert_close(loss, expected)
+
+    m2 = DistillationModule(make_teacher(), make_student(), distill_loss=JSKDLoss(temperature=3.0), alpha=1.0)
+    m2.log = lambda *a, **k: None
+    with torch.no_grad():
+        s, t = m2.student(x), m2.teacher(x)
+    # the module's temperature (4.0 by default) is pushed into the loss's buffer
+    torch.testing.assert_close(m2.training_step((x, y), 0), js_kd_loss(s, t, temperature=4.0))
