@@ -169,6 +169,11 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         with torch.no_grad():
             return self.teacher(inputs).float()
 
+    def teacher_logits(self, batch: Any, inputs: Any) -> Tensor:
+        """Teacher logits for a training batch: :meth:`forward_teacher` on its inputs. A cached-teacher
+        subclass overrides this to look logits up by sample index instead of running the teacher."""
+        return self.forward_teacher(inputs)
+
     def forward_student(self, inputs: Any) -> Tensor:
         """Student logits for ``inputs``."""
         return self.student(inputs)
@@ -199,7 +204,7 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs, targets = self.unpack_batch(batch)
         student_logits = self.forward_student(inputs)
-        teacher_logits = self.forward_teacher(inputs)
+        teacher_logits = self.teacher_logits(batch, inputs)
         terms = self.compute_losses(student_logits, teacher_logits, targets, self.batch_indices(batch))
         weights = self.loss_weights
         loss = sum(weights[name] * value for name, value in terms.items())
