@@ -49,4 +49,8 @@ class ScheduleCallback(Callback):
     ) -> None:
         total = trainer.estimated_stepping_batches
         total = int(total) if total != float("inf") else max(trainer.global_step + 1, 1)
-        setattr(pl_module, self.attribute, self.value(trainer.global_step, total))
+        self.apply(pl_module, self.value(trainer.global_step, total))
+
+    def apply(self, pl_module: L.LightningModule, value: float) -> None:
+        """Put ``value`` into the module (default: set ``self.attribute``)."""
+        setattr(pl_module, self.attribute, value)
