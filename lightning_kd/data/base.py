@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_kd.data.augment import random_crop_flip
+from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip
 from lightning_kd.data.indexed import IndexedDataset
 
 
@@ -53,6 +53,11 @@ class InMemoryDataModule(L.LightningDataModule):
         flip: horizontal flip in the augmentation.
         with_indices: training batches are ``(images, labels, indices)`` — the sample indices CRD's memory
             bank needs.
+        augment_seed: make the augmentation replayable: sample ``i`` in epoch ``e`` gets the crop and flip
+            :func:`~lightning_kd.data.augment.crop_flip_params` derives from ``(augment_seed, e, i)`` instead
+            of the global random generator (needs ``with_indices``). An offline teacher cache
+            (:mod:`lightning_kd.cache`) needs it to store the teacher's logits of the very view the student
+            sees. ``None``: global RNG.
     """
 
     mean: float | tuple[float, ...] = 0.0
@@ -66,16 +71,23 @@ class InMemoryDataModule(L.LightningDataModule):
         crop_padding: int = 2,
         flip: bool = True,
         with_indices: bool = False,
+        augment_seed: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if augment_seed is not None and not with_indices:
+            raise ValueError(
+                f"augment_seed={augment_seed} derives each sample's augmentation from its index: set "
+                "with_indices=True as well."
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = augment
         self.crop_padding = crop_padding
         self.flip = flip
         self.with_indices = with_indices
+        self.augment_seed = augment_seed
         self.splits: dict[str, TensorClassificationDataset] = {}
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -128,9 +140,28 @@ class InMemoryDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def train_view(self, images: Tensor, indices: Tensor, epoch: int) -> Tensor:
+        """The replayable training view (``augment_seed`` set) of samples ``indices`` in ``epoch``.
+
+        Args:
+            images: ``(N, C, H, W)`` normalised training images.
+            indices: ``(N,)`` their indices in the training split, on the same device.
+            epoch: the training epoch.
+        """
+        if not self.augment:
+            return images
+        if self.augment_seed is None:
+            raise ValueError("train_view needs augment_seed: without it the augmentation is not replayable.")
+        dy, dx, flipped = crop_flip_params(self.augment_seed, epoch, indices, self.crop_padding, self.flip)
+        return apply_crop_flip(images, dy, dx, flipped, self.crop_padding, fill=self.black)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
         if self.augment and trainer is not None and trainer.training:
             images, *rest = batch
-            batch = (random_crop_flip(images, self.crop_padding, self.flip, fill=self.black), *rest)
+            if self.augment_seed is not None:
+                images = self.train_view(images, rest[1], trainer.current_epoch)  # rest = (labels, indices)
+            else:
+                images = random_crop_flip(images, self.crop_padding, self.flip, fill=self.black)
+            batch = (images, *rest)
         return batch

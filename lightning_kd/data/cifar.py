@@ -18,6 +18,8 @@ class CIFAR10DataModule(InMemoryDataModule):
         num_workers: DataLoader workers.
         augment: random crop + flip on training batches.
         with_indices: training batches also carry sample indices (for CRD).
+        augment_seed: replayable augmentation: each sample's crop and flip derive from ``(augment_seed,
+            epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
 
     The test set doubles as validation set, as in the KD papers' CIFAR protocol (CRD, arXiv:1910.10699).
     """
@@ -33,8 +35,17 @@ class CIFAR10DataModule(InMemoryDataModule):
         num_workers: int = 0,
         augment: bool = True,
         with_indices: bool = False,
+        augment_seed: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, augment, crop_padding=4, flip=True, with_indices=with_indices)
+        super().__init__(
+            batch_size,
+            num_workers,
+            augment,
+            crop_padding=4,
+            flip=True,
+            with_indices=with_indices,
+            augment_seed=augment_seed,
+        )
         self.data_dir, self.download = data_dir, download
 
     def _dataset(self, train: bool):

@@ -22,6 +22,8 @@ class DigitsDataModule(InMemoryDataModule):
         num_workers: DataLoader workers.
         with_indices: training batches also carry sample indices (for CRD).
         augment: random 1-pixel crop + no flip (digits are not mirror-symmetric).
+        augment_seed: replayable augmentation: each sample's crop and flip derive from ``(augment_seed,
+            epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
 
     Example:
         >>> dm = DigitsDataModule(); dm.setup()
@@ -41,8 +43,17 @@ class DigitsDataModule(InMemoryDataModule):
         num_workers: int = 0,
         augment: bool = False,
         with_indices: bool = False,
+        augment_seed: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, augment, crop_padding=1, flip=False, with_indices=with_indices)
+        super().__init__(
+            batch_size,
+            num_workers,
+            augment,
+            crop_padding=1,
+            flip=False,
+            with_indices=with_indices,
+            augment_seed=augment_seed,
+        )
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(
                 f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) and sum < 1."

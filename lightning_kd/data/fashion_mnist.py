@@ -47,6 +47,8 @@ class FashionMNISTDataModule(InMemoryDataModule):
         with_indices: training batches also carry sample indices (for CRD).
         augment: random crop + flip on training batches.
         seed: seed of the train/val split when ``val_size > 0``.
+        augment_seed: replayable augmentation: each sample's crop and flip derive from ``(augment_seed,
+            epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
     """
 
     mean = 0.2860
@@ -62,8 +64,17 @@ class FashionMNISTDataModule(InMemoryDataModule):
         augment: bool = True,
         seed: int = 0,
         with_indices: bool = False,
+        augment_seed: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, augment, crop_padding=2, flip=True, with_indices=with_indices)
+        super().__init__(
+            batch_size,
+            num_workers,
+            augment,
+            crop_padding=2,
+            flip=True,
+            with_indices=with_indices,
+            augment_seed=augment_seed,
+        )
         if not 0 <= val_size < 60000:
             raise ValueError(f"val_size must be in [0, 60000), got {val_size}.")
         self.data_dir, self.val_size, self.download, self.seed = data_dir, val_size, download, seed

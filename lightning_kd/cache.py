@@ -1,0 +1,300 @@
+"""An offline teacher cache keyed by (epoch, sample index): teacher logits of the exact augmented view. Pure
+torch + numpy.
+
+Running a frozen teacher is about half the cost of an online KD step (BENCHMARKS.md). Storing its logits
+once removes that cost, but only if the stored logits belong to the image the student sees: torchdistill's
+cache is keyed by sample index alone (its issue #165), so with random augmentation the student is taught
+the teacher's answer for another crop. Here the augmentation is replayable
+(:func:`~lightning_kd.data.augment.crop_flip_params`: the view of sample ``i`` in epoch ``e`` is a pure
+function of ``(seed, e, i)``), and the cache holds one row per ``(epoch, index)``; without augmentation one
+epoch serves every epoch.
+
+On disk, a folder:
+
+- ``meta.json``: the key (augmentation seed, padding, flip, number of samples and classes, fingerprints of
+  the teacher's weights and of the data set) and the storage format. Written last: a folder without it is
+  an unfinished build and is refused.
+- ``storage="fp16"`` / ``"fp32"``: ``logits.npy``, ``(E, N, C)``.
+- ``storage="topk"``: ``topk_values.npy`` ``(E, N, k + 1)`` fp16 (the ``k`` largest logits, then one fill
+  logit) and ``topk_indices.npy`` ``(E, N, k)`` (their classes). See :func:`encode_topk`.
+
+Example:
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp()
+    >>> w = TeacherCache.create(path, num_samples=4, num_classes=3, epochs=1, key={"augment": False})
+    >>> w.write(0, torch.arange(4), torch.eye(4, 3)); w.finish()
+    >>> TeacherCache.open(path).lookup(5, torch.tensor([1]))  # no augmentation: epoch 0 serves every epoch
+    tensor([[0., 1., 0.]])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+FORMAT_VERSION = 1
+Storage = Literal["fp16", "fp32", "topk"]
+_BUILD_HINT = "build it with `python -m lightning_kd.cache_build --config <recipe.yaml>`"
+# names in error messages (other fields: their key)
+_FIELDS = {
+    "augment": "augmentation on/off",
+    "num_samples": "number of training samples",
+    "num_classes": "number of classes",
+    "dataset": "training data (fingerprint of its size and a few rows)",
+    "teacher": "teacher weights (sha256 of its state_dict)",
+}
+
+
+def teacher_fingerprint(model: nn.Module) -> str:
+    """sha256 over the model's ``state_dict``: names, dtypes, shapes and bytes of every tensor, buffers
+    (BatchNorm statistics) included, so any change to what the teacher computes changes it."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(_bytes(t))
+    return h.hexdigest()
+
+
+def dataset_fingerprint(images: Tensor, labels: Tensor, rows: int = 16) -> str:
+    """``N`` plus sha256 of ``rows`` evenly spaced samples (pixels as stored, labels): cheap, and it catches
+    another split, order, normalisation or data set."""
+    n = len(labels)
+    pick = torch.linspace(0, n - 1, min(rows, n)).round().long() if n else torch.zeros(0, dtype=torch.long)
+    h = hashlib.sha256(f"{n}|{tuple(images.shape)}|{images.dtype}|".encode())
+    h.update(_bytes(images[pick]))
+    h.update(_bytes(labels[pick].to(torch.int64)))
+    return f"{n}:{h.hexdigest()}"
+
+
+def encode_topk(logits: Tensor, k: int, temperature: float) -> tuple[Tensor, Tensor]:
+    """Keep the ``k`` largest logits and one fill logit for all the others.
+
+    The fill is ``f = T · log(mean_j exp(z_j / T))`` over the ``C − k`` other classes ``j``, so at the
+    temperature ``T`` the rebuilt distribution ``softmax(ẑ / T)`` has exactly the teacher's top-``k``
+    probabilities and spreads the remaining mass uniformly over the other classes. ``f`` never exceeds the
+    smallest kept logit, so the ranking (and the argmax) are kept; it is finite, so no ``-inf`` reaches a
+    loss. At other temperatures the remaining mass is approximate (slightly over-estimated below ``T``,
+    under-estimated above). What is lost is how the teacher ranks the other classes: KD's gradient moves by
+    at most twice the dropped mass (L1), small while the student is far from the teacher, but a student that
+    has matched the top ``k`` is then taught a flat tail. Worth it for many classes (CIFAR-100, ImageNet);
+    with 10 classes ``fp16`` costs 20 bytes a sample and loses nothing.
+
+    Args:
+        logits: ``(B, C)``.
+        k: classes kept, ``1 <= k < C``.
+        temperature: ``T > 0``, normally the KD temperature.
+
+    Returns:
+        values ``(B, k + 1)`` (the top-``k`` logits, then the fill) and indices ``(B, k)`` int64.
+    """
+    c = logits.shape[-1]
+    if not 1 <= k < c:
+        raise ValueError(f"top-k storage needs 1 <= k < num_classes={c}, got k={k}.")
+    logits = logits.float()
+    top, idx = logits.topk(k, dim=-1)  # (B, k)
+    rest = logits.scatter(-1, idx, float("-inf")) / temperature  # (B, C), kept classes masked out
+    fill = temperature * (rest.logsumexp(-1, keepdim=True) - math.log(c - k))  # (B, 1)
+    return torch.cat([top, fill], dim=-1), idx
+
+
+def decode_topk(values: Tensor, indices: Tensor, num_classes: int) -> Tensor:
+    """Logits ``(B, C)`` rebuilt from :func:`encode_topk`'s output: the fill everywhere, the kept logits at
+    their classes."""
+    values = values.float()
+    k = indices.shape[-1]
+    out = values[:, k:].expand(-1, num_classes).contiguous()  # (B, C)
+    return out.scatter_(-1, indices.long(), values[:, :k])
+
+
+class TeacherCache:
+    """Teacher logits per ``(epoch, sample index)``, memory-mapped from a folder (see the module docstring).
+
+    Use :meth:`open` to read (``lookup``) and :meth:`create` + :meth:`write` + :meth:`finish` to build
+    (:func:`lightning_kd.cache_build.build_teacher_cache` does that for a data module).
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.arrays = arrays
+        self._tensors: dict[str, Tensor] | None = None  # set by to(device)
+
+    # -- building -----------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        num_samples: int,
+        num_classes: int,
+        epochs: int,
+        key: Mapping[str, Any],
+        storage: Storage = "fp16",
+        k: int | None = None,
+        temperature: float = 4.0,
+    ) -> TeacherCache:
+        """An empty, writable cache in folder ``path`` (created; an older cache there is replaced).
+
+        Args:
+            path: the folder.
+            num_samples: training samples ``N``.
+            num_classes: logits per sample ``C``.
+            epochs: epochs stored ``E`` (1 without augmentation: it then serves every epoch).
+            key: what the cache must match to be used: ``augment``, ``augment_seed``, ``padding``, ``flip``,
+                ``dataset``, ``teacher``, … (stored in ``meta.json``).
+            storage: ``fp16`` (default: half the bytes, ~1e-3 relative error), ``fp32``, or ``topk``.
+            k: classes kept per sample with ``storage="topk"``.
+            temperature: the temperature at which ``topk`` keeps the remaining mass exact.
+        """
+        if storage not in ("fp16", "fp32", "topk"):
+            raise ValueError(f"storage must be 'fp16', 'fp32' or 'topk', got {storage!r}.")
+        if storage == "topk" and (k is None or not 1 <= k < num_classes):
+            raise ValueError(f"storage='topk' needs 1 <= k < num_classes={num_classes}, got k={k}.")
+        if epochs < 1 or num_samples < 1:
+            raise ValueError(f"epochs and num_samples must be >= 1, got {epochs} and {num_samples}.")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in ("meta.json", "logits.npy", "topk_values.npy", "topk_indices.npy"):
+            (path / old).unlink(missing_ok=True)
+        meta = dict(key)
+        meta.update(
+            format=FORMAT_VERSION,
+            storage=storage,
+            epochs=epochs,
+            num_samples=num_samples,
+            num_classes=num_classes,
+            k=k if storage == "topk" else None,
+            topk_temperature=temperature if storage == "topk" else None,
+        )
+        shape = (epochs, num_samples)
+        if storage == "topk":
+            index_dtype = np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+            arrays = {
+                "topk_values": _new_array(path / "topk_values.npy", np.float16, (*shape, k + 1)),
+                "topk_indices": _new_array(path / "topk_indices.npy", index_dtype, (*shape, k)),
+            }
+        else:
+            dtype = np.float16 if storage == "fp16" else np.float32
+            arrays = {"logits": _new_array(path / "logits.npy", dtype, (*shape, num_classes))}
+        meta["dtype"] = {name: str(a.dtype) for name, a in arrays.items()}
+        return cls(path, meta, arrays)
+
+    def write(self, epoch: int, indices: Tensor, logits: Tensor) -> None:
+        """Store the teacher's ``logits`` ``(B, C)`` of samples ``indices`` ``(B,)`` in ``epoch``."""
+        idx = indices.detach().cpu().numpy()
+        logits = logits.detach().float().cpu()
+        if self.meta["storage"] == "topk":
+            values, classes = encode_topk(logits, self.meta["k"], self.meta["topk_temperature"])
+            self.arrays["topk_values"][epoch, idx] = _checked_fp16(values)
+            self.arrays["topk_indices"][epoch, idx] = classes.numpy()
+        elif self.meta["storage"] == "fp16":
+            self.arrays["logits"][epoch, idx] = _checked_fp16(logits)
+        else:
+            self.arrays["logits"][epoch, idx] = logits.numpy()
+
+    def finish(self) -> None:
+        """Flush the arrays and write ``meta.json`` (atomically: its presence marks a complete build)."""
+        for a in self.arrays.values():
+            a.flush()
+        tmp = self.path / "meta.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        os.replace(tmp, self.path / "meta.json")
+
+    # -- reading ------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> TeacherCache:
+        """Memory-map the cache in folder ``path`` (nothing is read until :meth:`lookup` or :meth:`to`)."""
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            what = "is an unfinished build" if path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"teacher cache {str(path)!r} {what} (no meta.json); {_BUILD_HINT}.")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(
+                f"teacher cache {str(path)!r} has format {meta.get('format')}, this version reads "
+                f"{FORMAT_VERSION}; rebuild it ({_BUILD_HINT})."
+            )
+        names = ["topk_values", "topk_indices"] if meta["storage"] == "topk" else ["logits"]
+        arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in names}
+        return cls(path, meta, arrays)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs stored (without augmentation 1, and it serves every epoch)."""
+        return self.meta["epochs"]
+
+    @property
+    def per_epoch(self) -> bool:
+        """Whether each epoch has its own views (the cache was built with augmentation)."""
+        return bool(self.meta.get("augment"))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays."""
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def to(self, device: torch.device | str) -> TeacherCache:
+        """Load the whole cache onto ``device`` (kept in its stored dtype): lookups become one gather there,
+        with no host round trip. Returns ``self``."""
+        self._tensors = {n: torch.from_numpy(np.array(a)).to(device) for n, a in self.arrays.items()}
+        return self
+
+    def check(self, expected: Mapping[str, Any], against: str = "the current run") -> None:
+        """Raise ``ValueError`` naming every field of ``expected`` whose cached value differs."""
+        diffs = [
+            f"{_FIELDS.get(name, name)}: cache {self.meta.get(name)!r}, {against} {value!r}"
+            for name, value in expected.items()
+            if self.meta.get(name) != value
+        ]
+        if diffs:
+            raise ValueError(
+                f"teacher cache {str(self.path)!r} was built for something else: "
+                + "; ".join(diffs)
+                + f". Rebuild it for this run ({_BUILD_HINT}) or restore those settings."
+            )
+
+    def lookup(self, epoch: int, indices: Tensor) -> Tensor:
+        """Teacher logits of samples ``indices`` ``(B,)`` as seen in ``epoch``: ``(B, C)`` fp32 on
+        ``indices.device``."""
+        e = epoch if self.per_epoch else 0
+        if not 0 <= e < self.epochs:
+            raise ValueError(
+                f"epoch {epoch} is not in teacher cache {str(self.path)!r}, which holds epochs 0..{self.epochs - 1}"
+                f"; rebuild it with more epochs ({_BUILD_HINT} --epochs N)."
+            )
+        rows = {n: self._rows(n, e, indices) for n in self.arrays}
+        if self.meta["storage"] == "topk":
+            return decode_topk(rows["topk_values"], rows["topk_indices"], self.meta["num_classes"])
+        return rows["logits"].float()
+
+    def _rows(self, name: str, epoch: int, indices: Tensor) -> Tensor:
+        if self._tensors is not None:
+            table = self._tensors[name]
+            return table[epoch][indices.to(table.device)].to(indices.device)
+        rows = self.arrays[name][epoch, indices.detach().cpu().numpy()]  # fancy indexing copies just these rows
+        return torch.from_numpy(rows).to(indices.device, non_blocking=True)
+
+
+def _bytes(t: Tensor) -> bytes:
+    """The raw bytes of ``t`` in row-major order, whatever its dtype (bf16 included) or memory format."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _new_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _checked_fp16(values: Tensor) -> np.ndarray:
+    out = values.half()
+    if not torch.isfinite(out).all():
+        raise ValueError("teacher logits overflow fp16 (|logit| > 65504); build the cache with storage='fp32'.")
+    return out.numpy()

@@ -1,0 +1,122 @@
+"""Multi-stage distillation from one command: teacher → assistant → student, or born-again generations.
+
+``lightning-kd-pipeline configs/pipelines/<name>.yaml`` runs LightningCLI ``fit`` once per stage; each
+stage after the first gets ``--model.init_args.teacher_ckpt`` set to the checkpoint the stage before it
+wrote, then is tested. Every stage's checkpoint is copied to ``<out_dir>/<stage>.ckpt`` and a summary
+(``summary.json``, ``summary.md``) lists test accuracy and parameter counts.
+
+Pipeline file::
+
+    out_dir: runs/fashion_mnist/teacher_assistant
+    stages:
+      - {name: teacher, config: configs/fashion_mnist/teacher.yaml}     # or {name: ..., checkpoint: path}
+      - {name: assistant, config: configs/fashion_mnist/ta_assistant.yaml}
+      - {name: student, config: configs/fashion_mnist/ta_student.yaml}
+
+A stage with ``repeat: k`` runs ``k`` times (``<name>1`` … ``<name>k``), each teaching the next: born-again
+networks (Furlanello et al., 2018, arXiv:1805.04770). Teacher assistants: Mirzadeh et al., 2020,
+arXiv:1902.03393.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_kd.cli import build_cli
+
+
+def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate the stage list and unroll ``repeat``."""
+    if not stages:
+        raise ValueError("the pipeline has no stages; list at least one under `stages:`.")
+    out: list[dict[str, Any]] = []
+    for i, stage in enumerate(stages):
+        unknown = set(stage) - {"name", "config", "checkpoint", "repeat", "args"}
+        if unknown:
+            raise ValueError(
+                f"stage {i}: unknown keys {sorted(unknown)}; allowed: name, config, checkpoint, repeat, args."
+            )
+        if "name" not in stage or ("config" in stage) == ("checkpoint" in stage):
+            raise ValueError(f"stage {i}: give a `name` and exactly one of `config` (train) or `checkpoint` (reuse).")
+        if "checkpoint" in stage and i > 0:
+            raise ValueError(f"stage {i} ({stage['name']}): only the first stage may reuse a checkpoint.")
+        repeat = int(stage.get("repeat", 1))
+        if repeat < 1:
+            raise ValueError(f"stage {stage['name']!r}: repeat must be >= 1, got {repeat}.")
+        for k in range(repeat):
+            name = f"{stage['name']}{k + 1}" if repeat > 1 else stage["name"]
+            out.append({**stage, "name": name})
+    names = [s["name"] for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique, got {names}.")
+    return out
+
+
+def run_pipeline(path: str | Path, overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> list[dict]:
+    """Run every stage of the pipeline file at ``path``; ``overrides`` are appended to each stage's args."""
+    spec = yaml.safe_load(Path(path).read_text())
+    out = Path(out_dir or spec.get("out_dir") or "runs/pipeline")
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    previous: Path | None = None
+    for stage in expand_stages(spec.get("stages", [])):
+        name = stage["name"]
+        if "checkpoint" in stage:
+            previous = Path(stage["checkpoint"])
+            if not previous.is_file():
+                raise FileNotFoundError(f"stage {name!r}: checkpoint {str(previous)!r} does not exist.")
+            results.append({"stage": name, "checkpoint": str(previous), "reused": True})
+            continue
+        args = ["fit", "--config", stage["config"], *stage.get("args", []), *overrides]
+        args.append(f"--trainer.default_root_dir={out / name}")
+        if previous is not None:
+            args.append(f"--model.init_args.teacher_ckpt={previous}")
+        print(f"[pipeline] stage {name}: {' '.join(args)}", flush=True)
+        cli = build_cli(args)
+        callback = cli.trainer.checkpoint_callback
+        written = callback.best_model_path or callback.last_model_path if callback is not None else ""
+        if not written:
+            raise RuntimeError(f"stage {name!r} wrote no checkpoint; its recipe must keep a ModelCheckpoint callback.")
+        target = out / f"{name}.ckpt"
+        shutil.copyfile(written, target)
+        test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
+        model = getattr(cli.model, "student", None) or getattr(cli.model, "model", cli.model)
+        results.append(
+            {
+                "stage": name,
+                "checkpoint": str(target),
+                "test_acc": test.get("test/acc"),
+                "teacher_test_acc": test.get("test/teacher_acc"),
+                "params": sum(p.numel() for p in model.parameters()),
+                "teacher_ckpt": str(previous) if previous is not None else None,
+            }
+        )
+        previous = target
+    (out / "summary.json").write_text(json.dumps(results, indent=2))
+    lines = ["| stage | test accuracy | parameters | taught by |", "|---|---|---|---|"]
+    for r in results:
+        acc = f"{r['test_acc']:.4f}" if r.get("test_acc") is not None else "(reused)"
+        lines.append(f"| {r['stage']} | {acc} | {r.get('params', '')} | {r.get('teacher_ckpt') or '-'} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a multi-stage distillation pipeline (see configs/pipelines/).")
+    parser.add_argument("pipeline", help="pipeline YAML file")
+    parser.add_argument("--out-dir", default=None, help="overrides the file's out_dir")
+    parser.epilog = "Any other argument (e.g. --trainer.max_epochs=5) is passed to every stage's `fit`."
+    args, overrides = parser.parse_known_args(argv)
+    run_pipeline(args.pipeline, [a for a in overrides if a != "--"], args.out_dir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
