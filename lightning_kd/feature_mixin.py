@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor, nn
 
 from lightning_kd.callbacks.feature_hooks import FeatureHooks
@@ -50,7 +51,9 @@ class FeatureTermsMixin:
             loader = datamodule.train_dataloader()
         else:  # dataloaders passed to fit() directly
             loader = self.trainer.fit_loop._data_source.dataloader()
-        return next(iter(loader))
+        # a resident data module's batches are already on the accelerator; the model is not yet (setup runs
+        # before the strategy moves it)
+        return move_data_to_device(next(iter(loader)), self.device)
 
     def setup(self, stage: str) -> None:
         """Build connectors and check every feature term with one dry forward pass (before the optimizer)."""

@@ -59,6 +59,7 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         save_teacher: also store the teacher's weights in checkpoints.
         teacher_eval: keep the teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
             reach it, for methods that want teacher BN in train mode.
+        compile: compile student and teacher in place with ``torch.compile`` in :meth:`configure_model`.
 
     Example:
         >>> from lightning_kd.models import MLP
@@ -82,6 +83,7 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         feature_terms: list[FeatureTerm] | None = None,
         save_teacher: bool = False,
         teacher_eval: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         # Under the CLI hparams are the parsed class_path configs (load_from_checkpoint rebuilds everything
@@ -117,6 +119,8 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
             n = sum(1 for _ in teacher.modules())
             warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training")
         self.save_teacher = save_teacher
+        self.compile_models = compile  # not ``self.compile``: that is nn.Module's method
+        self._compiled = False
 
         distill_loss = distill_loss if distill_loss is not None else KDLoss(temperature)
         self._kd_takes_targets = "targets" in inspect.signature(distill_loss.forward).parameters
@@ -126,6 +130,9 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         if len(set(names)) != len(names):
             raise ValueError(f"feature term names must be unique, got {names}.")
         self.feature_captures = self._make_captures()
+        # device-side copies of the two knobs, for logging: logging a Python float makes Lightning build a
+        # tensor on the GPU each step, a blocking host-to-device copy
+        self.register_buffer("_knobs", torch.zeros(2), persistent=False)  # (temperature, alpha)
         self.alpha = alpha
         self.temperature = temperature
         self._build_metrics(num_classes)
@@ -142,6 +149,7 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         if value <= 0:
             raise ValueError(f"temperature must be > 0, got {value}.")
         self._temperature = float(value)
+        self._knobs[0].fill_(value)
         buffer = getattr(self.loss_terms["kd"], "temperature", None)
         if isinstance(buffer, Tensor):
             buffer.fill_(value)  # in place: no recompile under torch.compile
@@ -155,6 +163,7 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {value}.")
         self._alpha = float(value)
+        self._knobs[1].fill_(value)
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -187,6 +196,19 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
             self.teacher.eval()
         return self
 
+    def configure_model(self) -> None:
+        """With ``compile=True``, compile student and teacher in place (``Module.compile``: state-dict keys get
+        no ``_orig_mod.`` prefix). Feature hooks are registered first (LIGHTNING.md #16): Dynamo does not guard
+        on module hooks, so a compiled module keeps running the hooks it had when first traced and ignores any
+        added later. ``FeatureHooks`` registering them at fit start is then a no-op."""
+        if not self.compile_models or self._compiled:
+            return  # Lightning calls this hook on every fit/validate/test: compile once
+        for capture in self.feature_captures.values():
+            capture.register()
+        self.student.compile()
+        self.teacher.compile()
+        self._compiled = True
+
     # -- loss ---------------------------------------------------------------------------------------
     def compute_losses(
         self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, indices: Tensor | None = None
@@ -211,8 +233,8 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value)
-        self.log("train/temperature", self.temperature)
-        self.log("train/alpha", self.alpha)
+        self.log("train/temperature", self._knobs[0])
+        self.log("train/alpha", self._knobs[1])
         return loss
 
     def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:

@@ -122,7 +122,7 @@ def test_cli_checkpoint_reloads_without_passing_models(tmp_path, monkeypatch):
             "--model.init_args.teacher_ckpt=null",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1",
+            "--trainer.limit_val_batches=2",
             "--trainer.enable_progress_bar=false",
         ]
     )

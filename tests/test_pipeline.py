@@ -15,8 +15,8 @@ from lightning_kd.pipeline import expand_stages, main, run_pipeline
 FAST = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=3",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=1",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
     "--trainer.enable_progress_bar=false",
     "--trainer.logger=false",
 ]
@@ -42,7 +42,12 @@ def test_born_again_makes_one_checkpoint_per_generation(tmp_path, monkeypatch):
 
 def test_teacher_assistant_chain_on_fashion_mnist(tmp_path, monkeypatch, fmnist_dir):
     monkeypatch.chdir(REPO)
-    args = [*FAST, f"--data.init_args.data_dir={fmnist_dir}", "--data.init_args.batch_size=16"]
+    args = [
+        *FAST,
+        f"--data.init_args.data_dir={fmnist_dir}",
+        "--data.init_args.batch_size=16",
+        "--trainer.precision=32-true",
+    ]
     main([str(REPO / "configs/pipelines/fashion_mnist_teacher_assistant.yaml"), "--out-dir", str(tmp_path), *args])
     results = json.loads((tmp_path / "summary.json").read_text())
     assert [r["stage"] for r in results] == ["teacher", "assistant", "student"]

@@ -34,7 +34,15 @@ class TensorClassificationDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices)
+        if idx.device != self.labels.device:
+            # resident data: index where it lives. An async copy from pageable memory is staged before it
+            # returns (safe to free), and unlike a blocking copy it does not wait for the device's queue.
+            idx = idx.to(self.labels.device, non_blocking=True)
         return self.images[idx], self.labels[idx]
+
+    def to(self, device: torch.device | str) -> TensorClassificationDataset:
+        """The same samples on ``device`` (the tensors themselves when they are already there)."""
+        return TensorClassificationDataset(self.images.to(device), self.labels.to(device))
 
 
 def _keep_batch(batch: Any) -> Any:
@@ -58,6 +66,10 @@ class InMemoryDataModule(L.LightningDataModule):
             of the global random generator (needs ``with_indices``). An offline teacher cache
             (:mod:`lightning_kd.cache`) needs it to store the teacher's logits of the very view the student
             sees. ``None``: global RNG.
+        resident: keep the splits on the accelerator: ``setup`` under a Trainer moves them to its root device
+            and each batch is one gather there, with no host-to-device copy per step (needs
+            ``num_workers=0``; the whole data set must fit in device memory). Without a Trainer they stay
+            on the CPU.
     """
 
     mean: float | tuple[float, ...] = 0.0
@@ -72,6 +84,7 @@ class InMemoryDataModule(L.LightningDataModule):
         flip: bool = True,
         with_indices: bool = False,
         augment_seed: int | None = None,
+        resident: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -81,6 +94,11 @@ class InMemoryDataModule(L.LightningDataModule):
                 f"augment_seed={augment_seed} derives each sample's augmentation from its index: set "
                 "with_indices=True as well."
             )
+        if resident and num_workers:
+            raise ValueError(
+                f"resident=True keeps the data on the accelerator, where DataLoader workers cannot index it: "
+                f"set num_workers=0 (got {num_workers})."
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = augment
@@ -88,6 +106,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.flip = flip
         self.with_indices = with_indices
         self.augment_seed = augment_seed
+        self.resident = resident
         self.splits: dict[str, TensorClassificationDataset] = {}
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -102,10 +121,12 @@ class InMemoryDataModule(L.LightningDataModule):
         return (x - mean) / std
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        for name, (images, labels) in self.load_splits().items():
-            self.splits[name] = TensorClassificationDataset(self.normalize(images), labels.long())
+        if not self.splits:
+            for name, (images, labels) in self.load_splits().items():
+                self.splits[name] = TensorClassificationDataset(self.normalize(images), labels.long())
+        if self.resident and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.splits = {name: split.to(device) for name, split in self.splits.items()}
 
     @property
     def black(self) -> float:

@@ -20,6 +20,8 @@ class CIFAR10DataModule(InMemoryDataModule):
         with_indices: training batches also carry sample indices (for CRD).
         augment_seed: replayable augmentation: each sample's crop and flip derive from ``(augment_seed,
             epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
+        resident: keep the data on the accelerator during fit (one on-device gather per batch, no per-step
+            host copy); needs ``num_workers=0``.
 
     The test set doubles as validation set, as in the KD papers' CIFAR protocol (CRD, arXiv:1910.10699).
     """
@@ -36,6 +38,7 @@ class CIFAR10DataModule(InMemoryDataModule):
         augment: bool = True,
         with_indices: bool = False,
         augment_seed: int | None = None,
+        resident: bool = False,
     ) -> None:
         super().__init__(
             batch_size,
@@ -45,6 +48,7 @@ class CIFAR10DataModule(InMemoryDataModule):
             flip=True,
             with_indices=with_indices,
             augment_seed=augment_seed,
+            resident=resident,
         )
         self.data_dir, self.download = data_dir, download
 

@@ -24,6 +24,8 @@ class DigitsDataModule(InMemoryDataModule):
         augment: random 1-pixel crop + no flip (digits are not mirror-symmetric).
         augment_seed: replayable augmentation: each sample's crop and flip derive from ``(augment_seed,
             epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
+        resident: keep the data on the accelerator during fit (one on-device gather per batch, no per-step
+            host copy); needs ``num_workers=0``.
 
     Example:
         >>> dm = DigitsDataModule(); dm.setup()
@@ -44,6 +46,7 @@ class DigitsDataModule(InMemoryDataModule):
         augment: bool = False,
         with_indices: bool = False,
         augment_seed: int | None = None,
+        resident: bool = False,
     ) -> None:
         super().__init__(
             batch_size,
@@ -53,6 +56,7 @@ class DigitsDataModule(InMemoryDataModule):
             flip=False,
             with_indices=with_indices,
             augment_seed=augment_seed,
+            resident=resident,
         )
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(

@@ -49,6 +49,8 @@ class FashionMNISTDataModule(InMemoryDataModule):
         seed: seed of the train/val split when ``val_size > 0``.
         augment_seed: replayable augmentation: each sample's crop and flip derive from ``(augment_seed,
             epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
+        resident: keep the data on the accelerator during fit (one on-device gather per batch, no per-step
+            host copy); needs ``num_workers=0``.
     """
 
     mean = 0.2860
@@ -65,6 +67,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         seed: int = 0,
         with_indices: bool = False,
         augment_seed: int | None = None,
+        resident: bool = False,
     ) -> None:
         super().__init__(
             batch_size,
@@ -74,6 +77,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
             flip=True,
             with_indices=with_indices,
             augment_seed=augment_seed,
+            resident=resident,
         )
         if not 0 <= val_size < 60000:
             raise ValueError(f"val_size must be in [0, 60000), got {val_size}.")
