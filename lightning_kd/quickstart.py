@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     r = run(args.out_dir, args.epochs, args.seed, args.retrain_teacher)
-    print("\nDigits (scikit-learn 8x8, 360 test images), seed", args.seed)
+    print("\nDigits (scikit-learn 8x8, 359 test images), seed", args.seed)
     print(format_table(r))
     print(f"\ndistilled student checkpoint: {r['student_ckpt']}  ({r['seconds']:.0f} s)")
 
