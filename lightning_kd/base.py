@@ -47,6 +47,18 @@ def _fills_total_steps(scheduler: Any) -> bool:
     return "total_steps" in params
 
 
+def _takes_total_steps(scheduler: Any) -> bool:
+    """Whether the scheduler is sized in optimizer steps (has a ``total_steps`` argument)."""
+    if isinstance(scheduler, partial):
+        if "total_steps" in scheduler.keywords:
+            return True
+        scheduler = next((a for a in scheduler.args if isinstance(a, type)), scheduler.func)
+    try:
+        return "total_steps" in inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class BaseModule(L.LightningModule):
     """Shared parts. Subclasses set ``self.val_acc``/``self.test_acc`` via :meth:`_build_metrics`.
 
@@ -81,8 +93,12 @@ class BaseModule(L.LightningModule):
         return batch[0], batch[1]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimizer gets: those with ``requires_grad`` (the teacher is never among them)."""
-        return [p for p in self.parameters() if p.requires_grad]
+        """Parameters the optimizer gets: those with ``requires_grad``, never a frozen teacher's (even after
+        ``unfreeze()``, which switches ``requires_grad`` on everywhere)."""
+        frozen = {
+            id(p) for name in ("teacher", "teachers") if hasattr(self, name) for p in getattr(self, name).parameters()
+        }
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.trainable_parameters())
@@ -90,10 +106,9 @@ class BaseModule(L.LightningModule):
             return optimizer
         interval = self.scheduler_interval
         if _fills_total_steps(self.lr_scheduler):
-            total = int(self.trainer.estimated_stepping_batches)
-            scheduler = self.lr_scheduler(optimizer, total_steps=total)
-            interval = "step" if interval == "auto" else interval
+            scheduler = self.lr_scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         else:
             scheduler = self.lr_scheduler(optimizer)
-            interval = "epoch" if interval == "auto" else interval
+        if interval == "auto":  # a scheduler sized in steps (OneCycleLR) steps per batch, others per epoch
+            interval = "step" if _takes_total_steps(self.lr_scheduler) else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

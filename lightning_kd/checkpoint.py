@@ -22,9 +22,12 @@ _OWNER_PREFIXES = ("model.", "student.", "teacher.", "net.", "")
 
 
 def _strip_wrappers(key: str) -> str:
-    for p in _WRAPPER_PREFIXES:
-        key = key.replace(p, "")
-    return key
+    """Drop DDP's ``module.`` and compile's ``_orig_mod.`` where they stand as whole path components at the
+    front, or right after an owner prefix (``model._orig_mod.conv1.weight``); never inside a name such as
+    ``submodule.weight``."""
+    parts = key.split(".")
+    keep = [p for i, p in enumerate(parts) if not (p in ("module", "_orig_mod") and i < 3 and i < len(parts) - 1)]
+    return ".".join(keep)
 
 
 def extract_state_dict(obj: object) -> dict[str, Tensor]:
@@ -87,7 +90,8 @@ def load_teacher_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"teacher_ckpt {path!r} does not exist. Train a teacher first (e.g. `lightning-kd fit --config "
-            "configs/digits/teacher.yaml`), or leave teacher_ckpt unset to use the teacher as built."
+            "configs/digits/teacher.yaml`), or leave teacher_ckpt unset to use the teacher as built. Reloading "
+            "a distilled student elsewhere: DistillationModule.load_from_checkpoint(path, teacher_ckpt=None)."
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

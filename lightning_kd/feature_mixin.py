@@ -61,7 +61,7 @@ class FeatureTermsMixin:
             return
         batch = self._example_batch()
         inputs, indices = self.unpack_batch(batch)[0], self.batch_indices(batch)
-        was_training = self.training
+        modes = {m: m.training for m in self.modules()}
         self.eval()  # student BN statistics, CRD memory banks: the dry run changes nothing
         try:
             with torch.no_grad():
@@ -78,7 +78,8 @@ class FeatureTermsMixin:
             for cap in self.feature_captures.values():
                 cap.remove()
                 cap.clear()
-            self.train(was_training)
+            for module, mode in modes.items():  # per submodule: a user's frozen BN stays frozen
+                module.training = mode
 
     def batch_indices(self, batch: Any) -> Tensor | None:
         """Sample indices in the batch, if the data module sends them (``with_indices``): for CRD."""

@@ -18,6 +18,20 @@ from lightning_kd.losses import KDLoss
 from lightning_kd.terms import FeatureTerm
 
 
+def _resolve_temperature(temperature: float | None, distill_loss: nn.Module | None) -> float:
+    """The module's T: given, else the ``distill_loss``'s own, else 4; both given and different is an error."""
+    own = getattr(distill_loss, "temperature", None) if distill_loss is not None else None
+    own = float(own) if isinstance(own, (Tensor, float, int)) else None
+    if temperature is None:
+        return own if own is not None else 4.0
+    if own is not None and abs(own - temperature) > 1e-9:
+        raise ValueError(
+            f"temperature={temperature} but distill_loss {type(distill_loss).__name__} has temperature={own}; "
+            "set it in one place (leave the module's temperature unset to use the loss's)."
+        )
+    return float(temperature)
+
+
 class DistillationModule(FeatureTermsMixin, BaseModule):
     """Distil a frozen ``teacher`` into a ``student`` (Hinton et al., 2015, arXiv:1503.02531).
 
@@ -44,7 +58,8 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         student: the network to train.
         teacher_ckpt: weights for the teacher: a ClassificationModule/DistillationModule checkpoint or a
             ``state_dict`` file. ``None`` keeps the teacher as built.
-        temperature: softening temperature ``T > 0`` (a TemperatureScheduler may change it).
+        temperature: softening temperature ``T > 0`` (a TemperatureScheduler may change it); ``None`` takes
+            ``distill_loss``'s own temperature, or 4.
         alpha: weight of the KD term in ``[0, 1]``; CE gets ``1 − α`` (a LossWeightScheduler may change it).
         num_classes: classes; inferred from the student when ``None``.
         optimizer: optimizer over the student's (and other trainable) parameters only.
@@ -73,7 +88,7 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         teacher: nn.Module,
         student: nn.Module,
         teacher_ckpt: str | None = None,
-        temperature: float = 4.0,
+        temperature: float | None = None,
         alpha: float = 0.9,
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -90,10 +105,13 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         # from them). From Python they would be pickled modules and callables, which also make the checkpoint
         # unloadable with torch.load(weights_only=True): leave them out and pass them to load_from_checkpoint.
         self.save_hyperparameters(
-            ignore=[] if built_by_cli() else ["teacher", "student", "optimizer", "lr_scheduler", "feature_terms"]
+            ignore=[]
+            if built_by_cli()
+            else ["teacher", "student", "optimizer", "lr_scheduler", "distill_loss", "feature_terms"]
         )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
+        temperature = _resolve_temperature(temperature, distill_loss)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; typical values are 1 to 8.")
         n_teacher, n_student = infer_num_classes(teacher), infer_num_classes(student)
@@ -150,9 +168,12 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
             raise ValueError(f"temperature must be > 0, got {value}.")
         self._temperature = float(value)
         self._knobs[0].fill_(value)
-        buffer = getattr(self.loss_terms["kd"], "temperature", None)
-        if isinstance(buffer, Tensor):
-            buffer.fill_(value)  # in place: no recompile under torch.compile
+        loss = self.loss_terms["kd"]
+        own = getattr(loss, "temperature", None)
+        if isinstance(own, Tensor):
+            own.fill_(value)  # in place: no recompile under torch.compile
+        elif isinstance(own, (float, int)):
+            loss.temperature = float(value)
 
     @property
     def alpha(self) -> float:
@@ -265,11 +286,13 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         self._save_connector_shapes(checkpoint)
         if not self.save_teacher:
             state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith("teacher.")]:
+            # a teacher in train mode (teacher_eval=False) updates its BN statistics: keep those buffers
+            keep = {f"teacher.{n}" for n, _ in self.teacher.named_buffers()} if not self.teacher_eval else set()
+            for key in [k for k in state if k.startswith("teacher.") and k not in keep]:
                 del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rebuild_connectors(checkpoint)
         state = checkpoint["state_dict"]
-        if not any(k.startswith("teacher.") for k in state):
-            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        for key, value in self.teacher.state_dict().items():  # the live teacher fills what was left out
+            state.setdefault(f"teacher.{key}", value)

@@ -74,8 +74,8 @@ def run_pipeline(path: str | Path, overrides: Sequence[str] = (), out_dir: str |
                 raise FileNotFoundError(f"stage {name!r}: checkpoint {str(previous)!r} does not exist.")
             results.append({"stage": name, "checkpoint": str(previous), "reused": True})
             continue
-        args = ["fit", "--config", stage["config"], *stage.get("args", []), *overrides]
-        args.append(f"--trainer.default_root_dir={out / name}")
+        args = ["fit", "--config", stage["config"], f"--trainer.default_root_dir={out / name}"]
+        args += [*stage.get("args", []), *overrides]
         if previous is not None:
             args.append(f"--model.init_args.teacher_ckpt={previous}")
         print(f"[pipeline] stage {name}: {' '.join(args)}", flush=True)

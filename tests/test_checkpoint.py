@@ -45,7 +45,7 @@ def test_load_from_checkpoint_gives_the_trained_student(digits, trainer_factory,
     module.eval()
     loaded.eval()
     torch.testing.assert_close(loaded(x), module(x))
-    assert loaded.hparams.temperature == 4.0 and "teacher" not in loaded.hparams
+    assert loaded.temperature == 4.0 and "teacher" not in loaded.hparams
 
 
 def test_save_teacher_option_keeps_teacher_weights(digits, trainer_factory, tmp_path):

@@ -264,3 +264,33 @@ def test_indexed_without_getitems_uses_default_collate() -> None:
     loader = DataLoader(IndexedDataset(plain), batch_size=4, shuffle=True)
     for x, y, idx in loader:
         assert torch.equal(x, images[idx]) and torch.equal(y, idx % 2)
+
+
+def _ddp_bank_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    memory = ContrastMemory(feat_dim=4, n_data=10, num_negatives=3)  # same initial banks on both ranks
+    idx = torch.tensor([0, 1]) if rank == 0 else torch.tensor([5, 6, 7])  # different samples and batch sizes
+    v = F.normalize(torch.full((len(idx), 4), float(rank + 1)), dim=1)
+    memory(v, v, idx)
+    torch.save(memory.bank_s, f"{out_dir}/bank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_memory_update_is_the_same_on_every_rank_under_ddp(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_bank_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    bank0, bank1 = torch.load(tmp_path / "bank0.pt"), torch.load(tmp_path / "bank1.pt")
+    assert torch.equal(bank0, bank1)  # each rank applied both ranks' rows, so DDP's broadcast loses nothing
+    torch.manual_seed(0)
+    fresh = ContrastMemory(feat_dim=4, n_data=10, num_negatives=3).bank_s
+    changed = (bank0 != fresh).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [0, 1, 5, 6, 7]

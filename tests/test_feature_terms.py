@@ -165,3 +165,17 @@ def test_crd_without_indices_says_how_to_fix(digits, trainer_factory):
     m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[crd_term()])
     with pytest.raises(ValueError, match="needs each sample's dataset index: set with_indices: true"):
         trainer_factory(max_epochs=1, limit_train_batches=1).fit(m, digits)
+
+
+def test_setup_dry_run_keeps_a_users_frozen_submodule_in_eval(digits, trainer_factory):
+    student = cnn_student()
+    student.block1[1].eval()  # e.g. a BatchNorm the user froze
+
+    class Look(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.frozen = pl_module.student.block1[1].training
+
+    look = Look()
+    m = DistillationModule(make_teacher(), student, feature_terms=[at_term()])
+    trainer_factory(max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[look]).fit(m, digits)
+    assert look.frozen is False

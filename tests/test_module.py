@@ -202,5 +202,66 @@ def test_distill_loss_can_be_swapped_for_dkd_and_follows_temperature():
     m2.log = lambda *a, **k: None
     with torch.no_grad():
         s, t = m2.student(x), m2.teacher(x)
-    # the module's temperature (4.0 by default) is pushed into the loss's buffer
-    torch.testing.assert_close(m2.training_step((x, y), 0), js_kd_loss(s, t, temperature=4.0))
+    # the module takes the loss's own temperature when it is given none
+    assert m2.temperature == 3.0
+    torch.testing.assert_close(m2.training_step((x, y), 0), js_kd_loss(s, t, temperature=3.0))
+    with pytest.raises(ValueError, match=r"temperature=2.0 but distill_loss JSKDLoss has temperature=3.0"):
+        DistillationModule(make_teacher(), make_student(), distill_loss=JSKDLoss(temperature=3.0), temperature=2.0)
+
+
+def test_checkpoint_with_a_custom_distill_loss_loads_weights_only(digits, trainer_factory, tmp_path):
+    from lightning_kd.losses import DKDLoss
+
+    m = DistillationModule(make_teacher(), make_student(), distill_loss=DKDLoss())
+    trainer = trainer_factory(max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(m, digits)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    torch.load(tmp_path / "m.ckpt", weights_only=True)  # no pickled module in hparams
+    back = DistillationModule.load_from_checkpoint(
+        tmp_path / "m.ckpt", teacher=make_teacher(), student=make_student(), distill_loss=DKDLoss()
+    )
+    assert isinstance(back.loss_terms["kd"], DKDLoss)
+
+
+def test_teacher_ckpt_keys_with_module_inside_a_name(tmp_path):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.submodule = torch.nn.Linear(64, 10)
+            self.num_classes = 10
+
+        def forward(self, x):
+            return self.submodule(x.flatten(1))
+
+    src = Net()
+    torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "ddp.pt")  # DDP-wrapped save
+    m = DistillationModule(Net(), make_student(), teacher_ckpt=str(tmp_path / "ddp.pt"))
+    torch.testing.assert_close(m.teacher.submodule.weight, src.submodule.weight)
+
+
+def test_unfreeze_never_puts_the_teacher_in_the_optimizer():
+    m = DistillationModule(make_teacher(), make_student())
+    m.unfreeze()
+    ids = {id(p) for p in m.trainable_parameters()}
+    assert ids == {id(p) for p in m.student.parameters()}
+
+
+def test_onecycle_with_total_steps_given_still_steps_per_batch(digits, trainer_factory):
+    from functools import partial
+
+    sched = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=100)
+    m = DistillationModule(make_teacher(), make_student(), lr_scheduler=sched)
+    trainer = trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(m, digits)
+    assert trainer.lr_scheduler_configs[0].interval == "step"
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3
+
+
+def test_teacher_in_train_mode_keeps_its_bn_statistics_in_checkpoints(digits, trainer_factory, tmp_path):
+    m = DistillationModule(make_teacher(), make_student(), teacher_eval=False)
+    trainer = trainer_factory(max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(m, digits)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    state = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
+    torch.testing.assert_close(state["teacher.block1.1.running_mean"], m.teacher.block1[1].running_mean)
+    assert "teacher.block1.0.weight" not in state  # parameters are still left out

@@ -48,7 +48,12 @@ class ScheduleCallback(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         total = trainer.estimated_stepping_batches
-        total = int(total) if total != float("inf") else max(trainer.global_step + 1, 1)
+        if total == float("inf"):
+            raise ValueError(
+                f"{type(self).__name__} spreads its schedule over the run, but this run has no end "
+                "(max_epochs=-1 and max_steps=-1); set trainer.max_epochs or trainer.max_steps."
+            )
+        total = int(total)
         self.apply(pl_module, self.value(trainer.global_step, total))
 
     def apply(self, pl_module: L.LightningModule, value: float) -> None:

@@ -118,7 +118,7 @@ class AdversarialDistillation(DistillationModule):
         teacher: nn.Module,
         student: nn.Module,
         teacher_ckpt: str | None = None,
-        temperature: float = 4.0,
+        temperature: float | None = None,
         alpha: float = 0.9,
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -161,7 +161,7 @@ class AdversarialDistillation(DistillationModule):
             teacher_eval,
         )
         # saved again without the discriminator and its optimizer, which from Python would be pickled
-        ignored = ["teacher", "student", "optimizer", "lr_scheduler", "feature_terms"]
+        ignored = ["teacher", "student", "optimizer", "lr_scheduler", "distill_loss", "feature_terms"]
         self.save_hyperparameters(ignore=[] if built_by_cli() else [*ignored, "discriminator", "disc_optimizer"])
         self.automatic_optimization = False
         self.discriminator = discriminator if discriminator is not None else mlp_discriminator(self.num_classes)
@@ -235,8 +235,8 @@ class AdversarialDistillation(DistillationModule):
             self.log(f"train/loss_{name}", value)
         self.log("train/disc_loss", disc_loss)
         self.log("train/disc_acc", disc_acc)
-        self.log("train/temperature", self.temperature)
-        self.log("train/alpha", self.alpha)
+        self.log("train/temperature", self._knobs[0])  # device buffers: no host-to-device copy per step
+        self.log("train/alpha", self._knobs[1])
         return loss.detach()
 
     def _step_uncounted(self, optimizer: LightningOptimizer) -> None:

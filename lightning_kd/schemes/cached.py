@@ -60,7 +60,7 @@ class CachedTeacherDistillation(DistillationModule):
         student: nn.Module,
         teacher_cache: str,
         teacher_ckpt: str | None = None,
-        temperature: float = 4.0,
+        temperature: float | None = None,
         alpha: float = 0.9,
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,

@@ -163,7 +163,9 @@ class MultiTeacherDistillation(BaseModule):
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/{name}" if name.startswith("teacher_weight") else f"train/loss_{name}", value)
-        self.log("train/temperature", self.temperature)
+        if self._trainer is None or batch_idx % self._trainer.log_every_n_steps == 0:
+            # a Python float becomes a tensor on the device when logged: a blocking copy, so not every step
+            self.log("train/temperature", self.temperature)
         return loss
 
     def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:

@@ -128,7 +128,9 @@ class MutualLearning(BaseModule):
         self.log("train/loss", loss, prog_bar=True)
         for i, value in enumerate(losses):
             self.log(f"train/loss_{i}", value)
-        self.log("train/temperature", self.temperature)
+        if self._trainer is None or batch_idx % self._trainer.log_every_n_steps == 0:
+            # a Python float becomes a tensor on the device when logged: a blocking copy, so not every step
+            self.log("train/temperature", self.temperature)
         return loss
 
     def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:

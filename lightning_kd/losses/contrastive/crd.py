@@ -146,7 +146,8 @@ class ContrastMemory(nn.Module):
     def _check_index(self, index: Tensor, name: str) -> Tensor:
         if index.dtype.is_floating_point or index.dtype == torch.bool:
             raise ValueError(f"ContrastMemory: {name} must hold integer dataset indices, got {index.dtype}.")
-        if index.numel() and ((index < 0) | (index >= self.n_data)).any():
+        # value check only on CPU: on an accelerator it would be a host sync every step
+        if index.numel() and index.device.type == "cpu" and ((index < 0) | (index >= self.n_data)).any():
             raise IndexError(
                 f"ContrastMemory: {name} holds values outside [0, {self.n_data}) "
                 f"(min {int(index.min())}, max {int(index.max())}); indices must be positions in the training "
@@ -208,9 +209,36 @@ class ContrastMemory(nn.Module):
 
     @torch.no_grad()
     def _update(self, idx: Tensor, v_s: Tensor, v_t: Tensor) -> None:
+        idx, v_s, v_t = _gather_across_ranks(idx, v_s, v_t)
         for bank, v in ((self.bank_s, v_s), (self.bank_t, v_t)):
             rows = bank[idx].float() * self.momentum + v * (1.0 - self.momentum)
             bank.index_copy_(0, idx, F.normalize(rows, dim=1).to(bank.dtype))
+
+
+def _gather_across_ranks(idx: Tensor, v_s: Tensor, v_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Under torch.distributed, every rank's (indices, embeddings), so all ranks apply the same bank update.
+
+    Without it each rank writes only its own samples' rows and DDP's buffer broadcast (rank 0's banks copied
+    to all ranks before every forward) throws the other ranks' rows away. Batches may differ in size.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return idx, v_s, v_t
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return idx, v_s, v_t
+    n = torch.tensor([idx.shape[0]], device=idx.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    torch.distributed.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]  # one small sync per step, only under DDP
+    biggest = max(sizes)
+    out = []
+    for t in (idx, v_s, v_t):
+        padded = torch.zeros((biggest, *t.shape[1:]), dtype=t.dtype, device=t.device)
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        torch.distributed.all_gather(parts, padded)
+        out.append(torch.cat([p[:k] for p, k in zip(parts, sizes)]))
+    return out[0], out[1], out[2]
 
 
 class CRDLoss(nn.Module):

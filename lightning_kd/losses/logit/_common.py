@@ -58,8 +58,9 @@ def target_rows(targets: Tensor, logits: Tensor, what: str) -> Tensor:
             f"indices of shape {expected} (the logits' shape without the class dim 1)."
         )
     num_classes = logits.shape[1]
-    # A data-dependent check (a device sync); skipped while torch.compile traces to avoid a graph break.
-    if targets.numel() and not torch.compiler.is_compiling():
+    # A data-dependent check: free on CPU, a host sync on an accelerator (where cross-entropy's own device
+    # assert catches bad labels anyway), and a graph break under torch.compile: so only on CPU, eagerly.
+    if targets.numel() and targets.device.type == "cpu" and not torch.compiler.is_compiling():
         low, high = int(targets.min()), int(targets.max())
         if low < 0 or high >= num_classes:
             raise ValueError(
