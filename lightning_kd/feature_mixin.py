@@ -61,6 +61,9 @@ class FeatureTermsMixin:
             return
         batch = self._example_batch()
         inputs, indices = self.unpack_batch(batch)[0], self.batch_indices(batch)
+        if isinstance(inputs, Tensor) and len(inputs) > 2:  # shapes need two samples, not an ImageNet batch on CPU
+            inputs = inputs[:2]
+            indices = indices[:2] if isinstance(indices, Tensor) else indices
         modes = {m: m.training for m in self.modules()}
         self.eval()  # student BN statistics, CRD memory banks: the dry run changes nothing
         try:
