@@ -92,6 +92,20 @@ class BaseModule(L.LightningModule):
             return batch["input"], batch["target"]
         return batch[0], batch[1]
 
+    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Class probabilities of the (student) model; batches may be bare inputs or ``(inputs, targets)``."""
+        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
+        return self(inputs).softmax(-1)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer gets: those with ``requires_grad``, never a frozen teacher's (even after
         ``unfreeze()``, which switches ``requires_grad`` on everywhere)."""

@@ -69,13 +69,3 @@ class ClassificationModule(BaseModule):
         acc(logits, targets)
         self.log(f"{stage}/loss", F.cross_entropy(logits, targets), sync_dist=True)
         self.log(f"{stage}/acc", acc, prog_bar=True)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
-        return self(inputs).softmax(-1)

@@ -271,16 +271,6 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         self.log(f"{stage}/acc", acc, prog_bar=True)
         self.log(f"{stage}/teacher_acc", teacher_acc)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
-        return self.forward_student(inputs).softmax(-1)
-
     # -- checkpoints without the teacher ------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._save_connector_shapes(checkpoint)

@@ -179,16 +179,6 @@ class MultiTeacherDistillation(BaseModule):
             teacher_acc(teacher_logits, targets)
             self.log(f"{stage}/teacher_acc_{i}", teacher_acc)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
-        return self.student(inputs).softmax(-1)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.save_teacher:  # LIGHTNING.md #6: teacher weights out here, back in on_load_checkpoint
             checkpoint["state_dict"] = {

@@ -19,10 +19,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_kd.losses.logit._common import as_rows, check_same_logits
-from lightning_kd.losses.logit.kd import _check_temperature
+from lightning_kd.losses.logit.kd import TemperatureLoss, _check_temperature
 
 
 def _log_probs(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor, what: str):
@@ -84,7 +84,7 @@ def js_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     return js.mean() * temperature**2
 
 
-class ReverseKDLoss(nn.Module):
+class ReverseKDLoss(TemperatureLoss):
     """Module form of :func:`reverse_kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
 
     Example:
@@ -92,31 +92,17 @@ class ReverseKDLoss(nn.Module):
         torch.Size([])
     """
 
-    temperature: Tensor
-
-    def __init__(self, temperature: float = 4.0) -> None:
-        super().__init__()
-        _check_temperature(temperature)
-        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
-
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         return reverse_kd_loss(student_logits, teacher_logits, self.temperature)
 
 
-class JSKDLoss(nn.Module):
+class JSKDLoss(TemperatureLoss):
     """Module form of :func:`js_kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
 
     Example:
         >>> JSKDLoss(temperature=4.0)(torch.randn(8, 10), torch.randn(8, 10)).shape
         torch.Size([])
     """
-
-    temperature: Tensor
-
-    def __init__(self, temperature: float = 4.0) -> None:
-        super().__init__()
-        _check_temperature(temperature)
-        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         return js_kd_loss(student_logits, teacher_logits, self.temperature)

@@ -57,14 +57,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float |
     return kl * temperature**2
 
 
-class KDLoss(nn.Module):
-    """Module form of :func:`kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
-
-    Example:
-        >>> loss = KDLoss(temperature=4.0)
-        >>> loss(torch.randn(8, 10), torch.randn(8, 10)).shape
-        torch.Size([])
-    """
+class TemperatureLoss(nn.Module):
+    """Base of the logit losses softened by a temperature: ``temperature`` is a non-persistent buffer, so a
+    scheduler changes it in place (``fill_``) without a ``torch.compile`` recompile."""
 
     temperature: Tensor
 
@@ -72,6 +67,16 @@ class KDLoss(nn.Module):
         super().__init__()
         _check_temperature(temperature)
         self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+
+
+class KDLoss(TemperatureLoss):
+    """Module form of :func:`kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
+
+    Example:
+        >>> loss = KDLoss(temperature=4.0)
+        >>> loss(torch.randn(8, 10), torch.randn(8, 10)).shape
+        torch.Size([])
+    """
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         return kd_loss(student_logits, teacher_logits, self.temperature)

@@ -16,11 +16,10 @@ by 9 next to cross-entropy on CIFAR-100 (apply that weight outside the loss).
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_kd.losses.logit._common import check_logits, check_same_logits
-from lightning_kd.losses.logit.kd import _check_temperature, kd_loss
+from lightning_kd.losses.logit.kd import TemperatureLoss, _check_temperature, kd_loss
 
 _EPS = 1e-7
 
@@ -59,7 +58,7 @@ def logit_standardized_kd_loss(
     return kd_loss(_standardize(student_logits), _standardize(teacher_logits.detach()), temperature)
 
 
-class LogitStandardizedKDLoss(nn.Module):
+class LogitStandardizedKDLoss(TemperatureLoss):
     """Module form of :func:`logit_standardized_kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
 
     Example:
@@ -67,12 +66,8 @@ class LogitStandardizedKDLoss(nn.Module):
         torch.Size([])
     """
 
-    temperature: Tensor
-
-    def __init__(self, temperature: float = 2.0) -> None:
-        super().__init__()
-        _check_temperature(temperature)
-        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+    def __init__(self, temperature: float = 2.0) -> None:  # the paper's code uses T = 2
+        super().__init__(temperature)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         return logit_standardized_kd_loss(student_logits, teacher_logits, self.temperature)
