@@ -95,7 +95,13 @@ def test_validation_logs_student_and_teacher_accuracy(digits, trainer_factory):
     m = DistillationModule(make_teacher(), make_student())
     res = trainer_factory().validate(m, digits, verbose=False)[0]
     assert {"val/acc", "val/teacher_acc", "val/loss"} <= set(res)
-    assert 0.0 <= res["val/teacher_acc"] <= 1.0
+    # the same accuracies computed by hand over the whole validation split
+    x, y = digits.splits["val"].images, digits.splits["val"].labels
+    with torch.no_grad():
+        teacher_acc = (m.teacher(x).argmax(-1) == y).float().mean().item()
+        student_acc = (m.student(x).argmax(-1) == y).float().mean().item()
+    assert res["val/teacher_acc"] == pytest.approx(teacher_acc, abs=1e-6)
+    assert res["val/acc"] == pytest.approx(student_acc, abs=1e-6)
 
 
 def test_subclass_overrides_batch_unpacking_and_teacher_call(trainer_factory, digits):
@@ -117,9 +123,17 @@ def test_subclass_overrides_batch_unpacking_and_teacher_call(trainer_factory, di
             with torch.no_grad():
                 return self.teacher(inputs)["logits"].float()
 
+    torch.manual_seed(0)  # fixed weights: the doubled-vs-plain check below is deterministic
     m = MyKD(DictTeacher(), make_student())
     trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1).fit(m, digits)
-    assert trainer_factory().validate(m, digits, verbose=False)[0]["val/teacher_acc"] >= 0.0
+    res = trainer_factory().validate(m, digits, verbose=False)[0]
+    # both overrides are in force: the teacher's dict output is read, on the doubled inputs
+    x, y = digits.splits["val"].images, digits.splits["val"].labels
+    with torch.no_grad():
+        on_doubled = (m.teacher(x * 2.0)["logits"].argmax(-1) == y).float().mean().item()
+        on_plain = (m.teacher(x)["logits"].argmax(-1) == y).float().mean().item()
+    assert res["val/teacher_acc"] == pytest.approx(on_doubled, abs=1e-6)
+    assert on_doubled != on_plain  # otherwise the check above could not tell the two apart
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
