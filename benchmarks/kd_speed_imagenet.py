@@ -8,7 +8,7 @@ Cases (ms per step, and peak device memory above the shared input batch):
 - ``online_kd_lightning`` / ``online_kd_plain``: a KD step, teacher run online: lightning-kd's
   ``DistillationModule`` driven by a Trainer / the plain loop;
 - ``cached_kd_lightning`` / ``cached_kd_plain``: a KD step on precomputed teacher logits (lightning-kd through
-  its ``teacher_logits`` extension point, which a cached teacher overrides).
+  a teacher component answering with them, as a cached teacher does).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_kd import DistillationModule
+from lightning_kd.core.teacher import TeacherBase, TeacherOutput
 
 CASES = (
     "student_step",
@@ -55,25 +56,20 @@ class Sizes:
 SMOKE = Sizes(image_size=32, batch_size=4, teacher="resnet18", student="resnet18", warmup_steps=1, steps=3)
 
 
-class NoTeacher(nn.Module):
-    """Stands in for the teacher when its logits are precomputed: never runs, holds no weights."""
+class PrecomputedTeacher(TeacherBase):
+    """A teacher component whose logits are a fixed tensor (``precomputed``): the cost of a cached-teacher step
+    without any cache reads, through the same call a :class:`~lightning_kd.CachedTeacher` answers."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, precomputed: Tensor) -> None:
         super().__init__()
-        self.num_classes = num_classes
+        self.precomputed = precomputed
 
-    def forward(self, x: Tensor) -> Tensor:
-        raise RuntimeError("the teacher's logits are precomputed: it should never run")
+    @property
+    def num_classes(self) -> int:
+        return self.precomputed.shape[-1]
 
-
-class PrecomputedTeacherKD(DistillationModule):
-    """``DistillationModule`` whose training-time teacher logits are a fixed tensor (``precomputed``): the cost
-    of a cached-teacher step without any cache reads, through the hook a cached teacher overrides."""
-
-    precomputed: Tensor
-
-    def teacher_logits(self, batch, inputs: Tensor) -> Tensor:
-        return self.precomputed
+    def forward(self, inputs, index=None, epoch=None) -> TeacherOutput:
+        return TeacherOutput(logits=self.precomputed)
 
 
 def nbytes(module: nn.Module) -> int:
@@ -189,8 +185,7 @@ class Runner:
         return self._lightning(DistillationModule(self.teacher, self.student, optimizer=OPTIMIZER))
 
     def cached_kd_lightning(self) -> float:
-        module = PrecomputedTeacherKD(NoTeacher(self.sizes.num_classes), self.student, optimizer=OPTIMIZER)
-        module.precomputed = self.cached
+        module = DistillationModule(PrecomputedTeacher(self.cached), self.student, optimizer=OPTIMIZER)
         return self._lightning(module)
 
 

@@ -1,26 +1,55 @@
-"""lightning-kd: knowledge distillation for PyTorch Lightning."""
+"""lightning-kd: knowledge distillation for PyTorch Lightning.
 
-from lightning_kd.classification import ClassificationModule
-from lightning_kd.losses import KDLoss, kd_loss
-from lightning_kd.module import DistillationModule
-from lightning_kd.schemes import (
-    AdversarialDistillation,
-    CachedTeacherDistillation,
-    MultiTeacherDistillation,
-    MutualLearning,
-)
-from lightning_kd.terms import FeatureTerm
+The names below are re-exported lazily (PEP 562): ``import lightning_kd.losses`` or ``lightning_kd.models``
+loads only torch, and Lightning is imported the first time a LightningModule (``DistillationModule``, …)
+is asked for.
 
-__version__ = "0.1.0"
-__all__ = [
-    "AdversarialDistillation",
-    "CachedTeacherDistillation",
-    "ClassificationModule",
-    "DistillationModule",
-    "FeatureTerm",
-    "KDLoss",
-    "MultiTeacherDistillation",
-    "MutualLearning",
-    "__version__",
-    "kd_loss",
-]
+Layout (each layer imports only the ones below it)::
+
+    apps/       entry points: CLI, pipeline, quickstart, cache builder
+    modules/    LightningModules: distillation, classification, multi-teacher, mutual, adversarial
+    callbacks/  schedules, feature hooks          data/  LightningDataModules
+    cache/      offline teacher: store, builder, CachedTeacher
+    core/       pure torch: Teacher, Batch, FeatureTerm(s), connectors, captures, schedules, weights
+    losses/     pure torch: logit, feature, relation, contrastive, ensemble/mutual/adversarial maths
+    models/     pure torch: the model zoo
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "AdversarialDistillation": "lightning_kd.modules.adversarial",
+    "CachedTeacher": "lightning_kd.cache.teacher",
+    "CachedTeacherDistillation": "lightning_kd.cache.teacher",
+    "ClassificationModule": "lightning_kd.modules.classification",
+    "DistillationModule": "lightning_kd.modules.distillation",
+    "FeatureTerm": "lightning_kd.core.terms",
+    "FeatureTerms": "lightning_kd.core.feature_terms",
+    "KDLoss": "lightning_kd.losses.logit.kd",
+    "MultiTeacherDistillation": "lightning_kd.modules.multi_teacher",
+    "MutualLearning": "lightning_kd.modules.mutual",
+    "Teacher": "lightning_kd.core.teacher",
+    "TeacherOutput": "lightning_kd.core.teacher",
+    "kd_loss": "lightning_kd.losses.logit.kd",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_kd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,5 +1,5 @@
 """``python -m lightning_kd fit --config …`` is the same as ``lightning-kd fit --config …``."""
 
-from lightning_kd.cli import main
+from lightning_kd.apps.cli import main
 
 main()

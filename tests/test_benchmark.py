@@ -165,14 +165,14 @@ def test_configure_model_registers_feature_hooks_then_compiles_in_place_once(mon
     hooks_active_at_compile = []
 
     def fake_compile(fn, *args, **kwargs):
-        hooks_active_at_compile.append([cap.active for cap in model.feature_captures.values()])
+        hooks_active_at_compile.append(model.feature_terms.attached)
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     model.configure_model()
     model.configure_model()  # Lightning calls the hook again on validate/test: no second compile
-    assert hooks_active_at_compile == [[True, True], [True, True]]  # student, teacher
-    assert model.student._compiled_call_impl is not None and model.teacher._compiled_call_impl is not None
+    assert hooks_active_at_compile == [True, True]  # student, teacher
+    assert model.student._compiled_call_impl is not None and model.teacher.model._compiled_call_impl is not None
     assert not any("_orig_mod" in key for key in model.state_dict())
     plain = DistillationModule(MLP(64, 10, (16,)), make_student())
     plain.configure_model()
@@ -196,5 +196,5 @@ def test_compile_true_runs_a_fast_dev_run_step(digits, trainer_factory):
     except _compile_backend_errors() as err:
         pytest.skip(f"torch.compile's inductor backend does not work on this machine: {type(err).__name__}: {err}")
     assert trainer.global_step == 1
-    assert model.student._compiled_call_impl is not None and model.teacher._compiled_call_impl is not None
+    assert model.student._compiled_call_impl is not None and model.teacher.model._compiled_call_impl is not None
     assert all(torch.isfinite(p).all() for p in model.student.parameters())

@@ -12,16 +12,15 @@ import torch
 from conftest import make_student, make_teacher
 from torch.utils.data import DataLoader, Sampler
 
-from lightning_kd import cache as cache_module
-from lightning_kd.cache import TeacherCache, decode_topk, encode_topk
-from lightning_kd.cache_build import build_teacher_cache
+from lightning_kd.cache import CachedTeacher, CachedTeacherDistillation, TeacherCache, decode_topk, encode_topk
+from lightning_kd.cache import store as cache_module
+from lightning_kd.cache.build import build_teacher_cache
 from lightning_kd.data import DigitsDataModule, random_crop_flip
 from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, sample_hash
 from lightning_kd.data.base import _keep_batch
 from lightning_kd.data.indexed import IndexedDataset
 from lightning_kd.losses import kd_loss
-from lightning_kd.module import DistillationModule
-from lightning_kd.schemes.cached import CachedTeacherDistillation
+from lightning_kd.modules.distillation import DistillationModule
 
 M64 = (1 << 64) - 1
 
@@ -176,7 +175,7 @@ def test_cached_fit_equals_live_teacher_fit(tmp_path, teacher, trainer_factory, 
         if name == "live":
             module = DistillationModule(t, student)
         else:
-            module = CachedTeacherDistillation(t, student, teacher_cache=str(tmp_path / "c"))
+            module = DistillationModule(CachedTeacher(tmp_path / "c", model=t), student)
         runs[name] = _fit(module, _digits(), trainer_factory)[0], module.student.state_dict()
     (live, w_live), (cached, w_cached) = runs["live"], runs["cached"]
     assert len(live) == len(cached) == 2 * (1258 // 64)
@@ -206,15 +205,15 @@ def test_mismatched_cache_is_refused(tmp_path, teacher, trainer_factory, change,
     if "teacher_seed" in change:
         torch.manual_seed(change["teacher_seed"])
         t = make_teacher()
-    module = CachedTeacherDistillation(t, make_student(), teacher_cache=str(tmp_path / "c"))
+    module = DistillationModule(CachedTeacher(tmp_path / "c", model=t), make_student())
     trainer = trainer_factory(max_epochs=change.get("max_epochs", 2))
     with pytest.raises(ValueError, match=match):
         trainer.fit(module, datamodule=_digits(**change.get("dm", {})))
 
 
 def test_missing_or_unfinished_cache_is_refused(tmp_path, teacher, trainer_factory):
-    module = CachedTeacherDistillation(teacher, make_student(), teacher_cache=str(tmp_path / "none"))
-    with pytest.raises(FileNotFoundError, match="does not exist .*python -m lightning_kd.cache_build"):
+    module = DistillationModule(CachedTeacher(tmp_path / "none", model=teacher), make_student())
+    with pytest.raises(FileNotFoundError, match="does not exist .*lightning-kd cache --config"):
         trainer_factory().fit(module, datamodule=_digits())
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="unfinished build"):
@@ -300,10 +299,11 @@ class EpochSeededDigits(DigitsDataModule):
         )
 
 
-class RecordingCached(CachedTeacherDistillation):
-    def teacher_logits(self, batch, inputs):
-        out = super().teacher_logits(batch, inputs)
-        self.looked_up.append((self.current_epoch, out.clone()))
+class RecordingCachedTeacher(CachedTeacher):
+    def forward(self, inputs, index=None, epoch=None):
+        out = super().forward(inputs, index, epoch)
+        if index is not None:
+            self.looked_up.append((epoch, out.logits.clone()))
         return out
 
 
@@ -313,9 +313,9 @@ def test_resume_after_an_epoch_looks_up_and_steps_as_a_straight_run(tmp_path, te
 
     def module():
         L.seed_everything(0)
-        m = RecordingCached(copy.deepcopy(teacher), make_student(), teacher_cache=str(tmp_path / "c"))
-        m.looked_up = []
-        return m
+        t = RecordingCachedTeacher(tmp_path / "c", model=copy.deepcopy(teacher))
+        t.looked_up = []
+        return DistillationModule(t, make_student())
 
     straight = module()
     steps, _ = _fit(straight, dm(), trainer_factory, epochs=2)
@@ -330,7 +330,21 @@ def test_resume_after_an_epoch_looks_up_and_steps_as_a_straight_run(tmp_path, te
     for (e1, i1, l1), (e2, i2, l2) in zip(second_half, steps_r):
         assert e1 == e2 == 1 and torch.equal(i1, i2)
         torch.testing.assert_close(l2, l1)
-    looked = [t for e, t in straight.looked_up if e == 1]
-    assert all(torch.equal(a, b) for (_, a), b in zip(resumed.looked_up, looked))
+    looked = [t for e, t in straight.teacher.looked_up if e == 1]
+    assert len(resumed.teacher.looked_up) == len(looked)
+    assert all(torch.equal(a, b) for (_, a), b in zip(resumed.teacher.looked_up, looked))
     for k, v in straight.student.state_dict().items():
         torch.testing.assert_close(resumed.student.state_dict()[k], v)
+
+
+def test_cached_teacher_serves_no_feature_terms_and_the_old_name_still_builds(tmp_path, teacher):
+    from lightning_kd import FeatureTerm
+    from lightning_kd.losses import FeatureMatchLoss
+
+    term = FeatureTerm("hint", FeatureMatchLoss(), [""], [""])
+    with pytest.raises(ValueError, match="need the teacher's intermediate features, which a CachedTeacher cannot"):
+        DistillationModule(CachedTeacher(tmp_path / "c", model=teacher), make_student(), feature_terms=[term])
+    with pytest.warns(DeprecationWarning, match="CachedTeacherDistillation is deprecated"):
+        old = CachedTeacherDistillation(teacher, make_student(), teacher_cache=str(tmp_path / "c"), alpha=0.5)
+    assert isinstance(old, DistillationModule) and isinstance(old.teacher, CachedTeacher)
+    assert old.teacher.path == str(tmp_path / "c") and old.alpha == 0.5

@@ -10,60 +10,132 @@ import pytest
 import yaml
 from conftest import FMNIST_DIR, REPO
 
-from lightning_kd.cli import build_cli
+from lightning_kd.apps.cli import build_cli
 
-RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "pipelines")
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _recipes() -> list[tuple[str, str]]:
+    """(base, fragment) for every fragment beside a dataset's (or pair's) base.yaml."""
+    pairs = []
+    for base in sorted((REPO / "configs").rglob("base.yaml")):
+        for fragment in sorted(base.parent.glob("*.yaml")):
+            if fragment.name != "base.yaml":
+                pairs.append((str(base.relative_to(REPO)), str(fragment.relative_to(REPO))))
+    return pairs
+
+
+RECIPES = _recipes()
 NEEDS_DOWNLOAD = ("cifar",)
 
 
-def _overrides(recipe: str, tmp_path: Path) -> list[str]:
-    cfg = yaml.safe_load((REPO / recipe).read_text())
+def _merged(recipe: tuple[str, str]) -> dict:
+    return _deep_merge(*(yaml.safe_load((REPO / f).read_text()) for f in recipe))
+
+
+def _accepted(class_path: str) -> set[str]:
+    """Constructor arguments of a module class, its parent's included when it passes ``**kwargs`` on."""
+    import importlib
+    import inspect
+
+    module, name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    names = set()
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters if "__init__" in vars(klass) else {}
+        names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()) and params:
+            break
+    return names
+
+
+def _configs(recipe: tuple[str, str]) -> list[str]:
+    return [a for f in recipe for a in ("--config", str(REPO / f))]
+
+
+def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
+    cfg = _merged(recipe)
     args = ["--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}"]
     init = cfg["model"].get("init_args", {})
+    accepted = _accepted(cfg["model"]["class_path"])
     for key in ("teacher_ckpt", "teacher_ckpts"):
-        if init.get(key):
+        if init.get(key) and key in accepted:  # a class switch drops what the new class does not take
             args.append(f"--model.init_args.{key}=null")  # fast_dev_run: the teachers as built are enough
     if "FashionMNIST" in cfg["data"]["class_path"]:
         args.append(f"--data.init_args.data_dir={FMNIST_DIR}")
         args.append("--data.init_args.batch_size=32")  # one step proves the recipe; 256 images cost CPU minutes
-    if init.get("teacher_cache"):  # build a 1-epoch cache first, for a tiny teacher (the recipe's: minutes on CPU)
-        from lightning_kd.cache_build import build_from_recipe
+    teacher = init.get("teacher") or {}
+    if teacher.get("class_path") == "lightning_kd.CachedTeacher":  # a 1-epoch cache of a tiny teacher first
+        from lightning_kd.cache.build import build_from_recipe
 
         tiny = {"class_path": "lightning_kd.models.MLP", "init_args": {"in_features": 784, "hidden": [8]}}
-        args.append(f"--model.init_args.teacher={yaml.safe_dump(tiny, default_flow_style=True).strip()}")
-        args.append(f"--model.init_args.teacher_cache={build_from_recipe(REPO / recipe, 'cache', 1, args).path}")
+        cached = {"path": str(tmp_path / "cache"), "model": tiny, "ckpt": None}
+        teacher = {"class_path": "lightning_kd.CachedTeacher", "init_args": cached}
+        args.append(f"--model.init_args.teacher={yaml.safe_dump(teacher, default_flow_style=True).strip()}")
+        build_from_recipe([REPO / f for f in recipe], None, 1, args)
     return args
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r[1] for r in RECIPES])
 def test_every_recipe_runs_a_step(recipe, tmp_path, monkeypatch):
-    if any(k in recipe for k in NEEDS_DOWNLOAD):
+    if any(k in recipe[1] for k in NEEDS_DOWNLOAD):
         pytest.skip("needs a download; parsed in test_download_recipes_parse")
-    if "fashion_mnist" in recipe and not Path(FMNIST_DIR, "train-images-idx3-ubyte.gz").is_file():
+    if "fashion_mnist" in recipe[1] and not Path(FMNIST_DIR, "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST files not available")
     monkeypatch.chdir(tmp_path)
-    cli = build_cli(["fit", "--config", str(REPO / recipe), *_overrides(recipe, tmp_path)])
+    cli = build_cli(["fit", *_configs(recipe), *_overrides(recipe, tmp_path)])
     assert cli.trainer.global_step == 1
     assert cli.trainer.state.finished
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if any(k in r for k in NEEDS_DOWNLOAD)] or [None])
+DOWNLOADS = [r for r in RECIPES if any(k in r[1] for k in NEEDS_DOWNLOAD)]
+
+
+@pytest.mark.parametrize("recipe", DOWNLOADS or [None], ids=[r[1] for r in DOWNLOADS] or ["none"])
 def test_download_recipes_parse(recipe, tmp_path):
     if recipe is None:
         pytest.skip("no recipe needs a download")
-    cfg = yaml.safe_load((REPO / recipe).read_text())
-    args = ["--config", str(REPO / recipe)]
-    if "teacher_ckpt" in cfg["model"]["init_args"]:
+    args = _configs(recipe)
+    merged = _merged(recipe)["model"]
+    if merged["init_args"].get("teacher_ckpt") and "teacher_ckpt" in _accepted(merged["class_path"]):
         args.append("--model.init_args.teacher_ckpt=null")
     cli = build_cli(args, run=False)
     assert cli.model is not None and cli.datamodule is not None
     assert cli.datamodule.download  # these recipes fetch CIFAR themselves on a machine with a network
 
 
+def test_fragments_are_short_and_bases_hold_what_is_shared():
+    """A method fragment holds only what is its own: no trainer set-up, no data class, no logger."""
+    for _, fragment in RECIPES:
+        cfg = yaml.safe_load((REPO / fragment).read_text())
+        assert set(cfg) <= {"trainer", "model", "data", "seed_everything"}, fragment
+        assert set(cfg.get("trainer", {})) <= {"default_root_dir", "callbacks"}, fragment
+        assert "class_path" not in cfg.get("data", {}), fragment
+        assert cfg["trainer"]["default_root_dir"].endswith("/" + Path(fragment).stem), fragment
+
+
+def test_interpolation_resolves_across_files(tmp_path, monkeypatch):
+    """The base's logger and checkpoint folders follow the fragment's default_root_dir (omegaconf+)."""
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(
+        [*_configs(("configs/digits/base.yaml", "configs/digits/student.yaml")), "--trainer.max_epochs=1"], run=False
+    )
+    assert cli.trainer.default_root_dir == "runs/digits/student"
+    assert cli.trainer.logger.save_dir == "runs/digits/student"
+    assert cli.trainer.checkpoint_callback.dirpath.endswith("runs/digits/student")
+    assert type(cli.model).__name__ == "ClassificationModule"
+    assert type(cli.model.model).__name__ == "MLP"
+
+
 def test_print_config_round_trips(tmp_path):
-    recipe = str(REPO / "configs/digits/kd.yaml")
+    recipe = _configs(("configs/digits/base.yaml", "configs/digits/kd.yaml"))
     first = subprocess.run(
-        [sys.executable, "-m", "lightning_kd", "fit", "--config", recipe, "--print_config"],
+        [sys.executable, "-m", "lightning_kd", "fit", *recipe, "--print_config"],
         capture_output=True,
         text=True,
         check=True,
@@ -86,7 +158,7 @@ def test_print_config_round_trips(tmp_path):
 def test_omegaconf_interpolation(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "interp.yaml"
-    text = (REPO / "configs/digits/kd.yaml").read_text()
+    text = (REPO / "configs/digits/base.yaml").read_text()
     recipe.write_text(
         text.replace("seed_everything: 0", "seed_everything: 7").replace("seed: 0}", "seed: '${seed_everything}'}")
     )
@@ -97,7 +169,7 @@ def test_omegaconf_interpolation(tmp_path, monkeypatch):
 def test_bad_value_in_recipe_is_reported():
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\] \(weight of the KD term\), got 1.5"):
         build_cli(
-            ["--config", str(REPO / "configs/digits/kd.yaml"), "--model.init_args.teacher_ckpt=null"]
+            [*_configs(("configs/digits/base.yaml", "configs/digits/kd.yaml")), "--model.init_args.teacher_ckpt=null"]
             + ["--model.init_args.alpha=1.5"],
             run=False,
         )
@@ -106,9 +178,9 @@ def test_bad_value_in_recipe_is_reported():
 def test_missing_teacher_checkpoint_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
-        (FileNotFoundError, ValueError), match="runs/digits/teacher/teacher.ckpt' does not exist. Train a teacher"
+        (FileNotFoundError, ValueError), match="runs/digits/teacher/model.ckpt' does not exist. Train a teacher"
     ):
-        build_cli(["--config", str(REPO / "configs/digits/kd.yaml")], run=False)
+        build_cli(_configs(("configs/digits/base.yaml", "configs/digits/kd.yaml")), run=False)
 
 
 def test_cli_checkpoint_reloads_without_passing_models(tmp_path, monkeypatch):
@@ -117,8 +189,7 @@ def test_cli_checkpoint_reloads_without_passing_models(tmp_path, monkeypatch):
     build_cli(
         [
             "fit",
-            "--config",
-            str(REPO / "configs/digits/kd.yaml"),
+            *_configs(("configs/digits/base.yaml", "configs/digits/kd.yaml")),
             "--model.init_args.teacher_ckpt=null",
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=2",
@@ -130,7 +201,7 @@ def test_cli_checkpoint_reloads_without_passing_models(tmp_path, monkeypatch):
 
     from lightning_kd import DistillationModule
 
-    path = tmp_path / "runs/digits/kd/kd.ckpt"
+    path = tmp_path / "runs/digits/kd/model.ckpt"
     ckpt = torch.load(path, weights_only=True)
     assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")]
     model = DistillationModule.load_from_checkpoint(path)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_kd.connectors import Connector, build_connector, check_same_shape
+from lightning_kd.core.connectors import Connector, build_connector, check_same_shape
 
 
 @pytest.mark.parametrize(

@@ -62,11 +62,11 @@ def _fit(module: DistillationModule, devices: int, tmp_path) -> None:
 def test_two_process_ddp_matches_one_process(tmp_path):
     single, ddp = _module(), _module()
     start = {k: v.clone() for k, v in single.student.state_dict().items()}
-    teacher_before = {k: v.clone() for k, v in ddp.teacher.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in ddp.teacher.model.state_dict().items()}
     _fit(single, 1, tmp_path / "single")
     _fit(ddp, 2, tmp_path / "ddp")
     for name, value in single.student.state_dict().items():
         assert not torch.equal(value, start[name]), f"{name} did not train"
         torch.testing.assert_close(ddp.student.state_dict()[name], value, rtol=1e-5, atol=1e-6)
-    for name, value in ddp.teacher.state_dict().items():
+    for name, value in ddp.teacher.model.state_dict().items():
         assert torch.equal(value, teacher_before[name])

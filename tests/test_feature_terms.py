@@ -38,10 +38,10 @@ def test_feature_terms_train_log_and_leave_no_hooks(digits, trainer_factory):
     trainer.fit(m, digits)
     assert any(isinstance(cb, FeatureHooks) for cb in trainer.callbacks)  # added by the module itself
     assert {"train/loss_at", "train/loss_hint"} <= set(trainer.logged_metrics)
-    assert hooks_left(m.student, m.teacher) == 0
+    assert hooks_left(m.student, m.teacher.model) == 0
     # validate and test also run with the hooks, and clean up
     assert "val/acc" in trainer.validate(m, digits, verbose=False)[0]
-    assert hooks_left(m.student, m.teacher) == 0
+    assert hooks_left(m.student, m.teacher.model) == 0
 
 
 def test_step_loss_equals_the_weighted_terms_by_hand():
@@ -51,13 +51,12 @@ def test_step_loss_equals_the_weighted_terms_by_hand():
     # build the connector by hand (setup() does this from a dry forward in a real fit)
     m.feature_terms[1].build_connectors([((2, 8, 4, 4), (2, 16, 4, 4))])
     x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
-    for cap in m.feature_captures.values():
-        cap.register()
+    m.feature_terms.attach()
     logged = {}
     m.log = lambda k, v, **kw: logged.__setitem__(k, v)
     loss = m.training_step((x, y), 0)
     # the same numbers from the parts, computed without hooks
-    s, t = m.student, m.teacher
+    s, t = m.student, m.teacher.model
     s1 = s.block1(x)
     s2 = s.block2(s.pool1(s1))
     s3 = s.block3(s.pool2(s2))
@@ -105,7 +104,7 @@ def test_shape_mismatch_without_connector_names_shapes_and_fix(digits, trainer_f
         ValueError, match=r"student 'block2' \(8, 4, 4\) ↔ teacher 'block2' \(16, 4, 4\).*connector: true"
     ):
         trainer_factory(max_epochs=1, limit_train_batches=1).fit(m, digits)
-    assert hooks_left(m.student, m.teacher) == 0
+    assert hooks_left(m.student, m.teacher.model) == 0
 
 
 def test_relation_terms_need_no_connector(digits, trainer_factory):
@@ -129,7 +128,7 @@ def test_hooks_removed_after_an_exception(digits, trainer_factory):
     m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[at_term()])
     with pytest.raises(RuntimeError, match="boom"):
         trainer_factory(max_epochs=1, limit_train_batches=2, callbacks=[Boom()]).fit(m, digits)
-    assert hooks_left(m.student, m.teacher) == 0
+    assert hooks_left(m.student, m.teacher.model) == 0
 
 
 def test_bad_terms():
@@ -176,6 +175,59 @@ def test_setup_dry_run_keeps_a_users_frozen_submodule_in_eval(digits, trainer_fa
             self.frozen = pl_module.student.block1[1].training
 
     look = Look()
-    m = DistillationModule(make_teacher(), student, feature_terms=[at_term()])
+    m = DistillationModule(make_teacher(), student, feature_terms=[fitnet_term()])  # a connector: a dry run
     trainer_factory(max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[look]).fit(m, digits)
     assert look.frozen is False
+
+
+def test_hooks_store_nothing_outside_training_steps(digits, trainer_factory):
+    """Validation forwards run with the hooks attached but clone nothing: no term reads features there."""
+
+    class Look(L.Callback):
+        def __init__(self):
+            self.train, self.val = [], []
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            self.train.append(sum(len(pl_module.feature_terms.features(s)) for s in ("student", "teacher")))
+
+        def on_validation_batch_end(self, trainer, pl_module, *args):
+            self.val.append(
+                (pl_module.feature_terms.attached, len(pl_module.feature_terms.features("student", "output")))
+            )
+
+        def on_validation_batch_start(self, trainer, pl_module, *args):
+            for side in ("student", "teacher"):
+                pl_module.feature_terms.features(side).clear()  # whatever the last training step left
+
+    m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[at_term()])
+    look = Look()
+    trainer_factory(max_epochs=1, limit_train_batches=2, limit_val_batches=2, callbacks=[look]).fit(m, digits)
+    assert look.train == [4, 4]  # block1 + block3 of each model, every training step
+    assert look.val and all(attached and n == 0 for attached, n in look.val)
+
+
+def test_a_term_can_name_the_teacher_whose_layers_it_reads(digits, trainer_factory):
+    from lightning_kd import MultiTeacherDistillation
+
+    small, big = SmallCNN(1, 10, (8, 16, 32)), SmallCNN(1, 10, (8, 24, 32))
+    term = FeatureTerm("hint", FitNetLoss(), ["block2"], ["block2"], connector=True, teacher=1)
+    m = MultiTeacherDistillation([small, big], cnn_student(), feature_terms=[term])
+    trainer_factory(max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(m, digits)
+    assert m.feature_terms[0].connectors[0].proj[0].weight.shape == (24, 8, 1, 1)  # sized to teacher 1's block2
+    with pytest.raises(ValueError, match="names teacher 2, but the module has 2 teacher network"):
+        MultiTeacherDistillation([small, big], cnn_student(), feature_terms=[hint_on(2)])
+
+
+def hint_on(teacher: int) -> FeatureTerm:
+    return FeatureTerm("hint", FitNetLoss(), ["block2"], ["block2"], connector=True, teacher=teacher)
+
+
+def test_connectors_need_an_example_batch_without_a_datamodule(digits, trainer_factory):
+    digits.setup()
+    loader = digits.train_dataloader()
+    m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[fitnet_term()])
+    with pytest.raises(RuntimeError, match="set module.example_input_array to a batch of inputs"):
+        trainer_factory(max_epochs=1, limit_train_batches=1).fit(m, train_dataloaders=loader)
+    m.example_input_array = torch.randn(2, 1, 8, 8)  # the public way to give one
+    trainer_factory(max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(m, train_dataloaders=loader)
+    assert m.feature_terms[0].connectors[0].proj[0].weight.shape == (16, 8, 1, 1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_kd.features import FeatureCapture, resolve_module
+from lightning_kd.core.features import FeatureCapture, resolve_module
 from lightning_kd.models import ResNet, SmallCNN
 
 

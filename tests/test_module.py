@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from conftest import make_student, make_teacher
 
 from lightning_kd import ClassificationModule, DistillationModule
+from lightning_kd.core.batch import Batch
 from lightning_kd.losses import kd_loss
 from lightning_kd.models import MLP
 
@@ -52,7 +53,7 @@ def test_teacher_bit_identical_frozen_and_out_of_optimizer(digits, trainer_facto
     trainer = trainer_factory(max_epochs=2, callbacks=[watch], limit_train_batches=5, limit_val_batches=2)
     trainer.fit(module, digits)
 
-    after = module.teacher.state_dict()
+    after = module.teacher.model.state_dict()
     assert before.keys() == after.keys()
     for k in before:
         assert torch.equal(before[k], after[k]), f"teacher tensor {k} changed"
@@ -81,7 +82,7 @@ def test_training_step_loss_is_weighted_sum_of_ce_and_kd():
     m.log = lambda name, value, **kw: logged.__setitem__(name, value)
     loss = m.training_step((x, y), 0)
     with torch.no_grad():
-        s, t = m.student(x), m.teacher(x)
+        s, t = m.student(x), m.teacher.model(x)
     expected = 0.3 * F.cross_entropy(s, y) + 0.7 * kd_loss(s, t, 3.0)
     torch.testing.assert_close(loss, expected)
     assert set(logged) == {"train/loss", "train/loss_ce", "train/loss_kd", "train/temperature", "train/alpha"}
@@ -98,7 +99,7 @@ def test_validation_logs_student_and_teacher_accuracy(digits, trainer_factory):
     # the same accuracies computed by hand over the whole validation split
     x, y = digits.splits["val"].images, digits.splits["val"].labels
     with torch.no_grad():
-        teacher_acc = (m.teacher(x).argmax(-1) == y).float().mean().item()
+        teacher_acc = (m.teacher.model(x).argmax(-1) == y).float().mean().item()
         student_acc = (m.student(x).argmax(-1) == y).float().mean().item()
     assert res["val/teacher_acc"] == pytest.approx(teacher_acc, abs=1e-6)
     assert res["val/acc"] == pytest.approx(student_acc, abs=1e-6)
@@ -116,22 +117,18 @@ def test_subclass_overrides_batch_unpacking_and_teacher_call(trainer_factory, di
 
     class MyKD(DistillationModule):
         def unpack_batch(self, batch):
-            x, y = batch
-            return x * 2.0, y
-
-        def forward_teacher(self, inputs):
-            with torch.no_grad():
-                return self.teacher(inputs)["logits"].float()
+            x, y = batch[0], batch[1]
+            return Batch(x * 2.0, y)
 
     torch.manual_seed(0)  # fixed weights: the doubled-vs-plain check below is deterministic
     m = MyKD(DictTeacher(), make_student())
     trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1).fit(m, digits)
     res = trainer_factory().validate(m, digits, verbose=False)[0]
-    # both overrides are in force: the teacher's dict output is read, on the doubled inputs
+    # the override is in force and the teacher's dict output is read without one: on the doubled inputs
     x, y = digits.splits["val"].images, digits.splits["val"].labels
     with torch.no_grad():
-        on_doubled = (m.teacher(x * 2.0)["logits"].argmax(-1) == y).float().mean().item()
-        on_plain = (m.teacher(x)["logits"].argmax(-1) == y).float().mean().item()
+        on_doubled = (m.teacher.model(x * 2.0)["logits"].argmax(-1) == y).float().mean().item()
+        on_plain = (m.teacher.model(x)["logits"].argmax(-1) == y).float().mean().item()
     assert res["val/teacher_acc"] == pytest.approx(on_doubled, abs=1e-6)
     assert on_doubled != on_plain  # otherwise the check above could not tell the two apart
 
@@ -170,7 +167,7 @@ def test_teacher_ckpt_plain_state_dict_with_prefixes(tmp_path, prefix):
     torch.save({prefix + k: v for k, v in src.state_dict().items()}, path)
     m = DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(path))
     for k, v in src.state_dict().items():
-        assert torch.equal(m.teacher.state_dict()[k], v)
+        assert torch.equal(m.teacher.model.state_dict()[k], v)
 
 
 def test_teacher_ckpt_from_classification_module(tmp_path, digits, trainer_factory):
@@ -182,7 +179,7 @@ def test_teacher_ckpt_from_classification_module(tmp_path, digits, trainer_facto
     m = DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(path))
     x = torch.randn(4, 1, 8, 8)
     cls.eval()
-    torch.testing.assert_close(m.forward_teacher(x), cls(x))
+    torch.testing.assert_close(m.teacher(x).logits, cls(x))
 
 
 def test_temperature_and_alpha_setters_validate():
@@ -208,14 +205,14 @@ def test_distill_loss_can_be_swapped_for_dkd_and_follows_temperature():
     m.log = lambda *a, **k: None
     loss = m.training_step((x, y), 0)
     with torch.no_grad():
-        s, t = m.student(x), m.teacher(x)
+        s, t = m.student(x), m.teacher.model(x)
     expected = 0.5 * F.cross_entropy(s, y) + 0.5 * dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=2.0)
     torch.testing.assert_close(loss, expected)
 
     m2 = DistillationModule(make_teacher(), make_student(), distill_loss=JSKDLoss(temperature=3.0), alpha=1.0)
     m2.log = lambda *a, **k: None
     with torch.no_grad():
-        s, t = m2.student(x), m2.teacher(x)
+        s, t = m2.student(x), m2.teacher.model(x)
     # the module takes the loss's own temperature when it is given none
     assert m2.temperature == 3.0
     torch.testing.assert_close(m2.training_step((x, y), 0), js_kd_loss(s, t, temperature=3.0))
@@ -250,7 +247,7 @@ def test_teacher_ckpt_keys_with_module_inside_a_name(tmp_path):
     src = Net()
     torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "ddp.pt")  # DDP-wrapped save
     m = DistillationModule(Net(), make_student(), teacher_ckpt=str(tmp_path / "ddp.pt"))
-    torch.testing.assert_close(m.teacher.submodule.weight, src.submodule.weight)
+    torch.testing.assert_close(m.teacher.model.submodule.weight, src.submodule.weight)
 
 
 def test_unfreeze_never_puts_the_teacher_in_the_optimizer():
@@ -277,5 +274,49 @@ def test_teacher_in_train_mode_keeps_its_bn_statistics_in_checkpoints(digits, tr
     trainer.fit(m, digits)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     state = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
-    torch.testing.assert_close(state["teacher.block1.1.running_mean"], m.teacher.block1[1].running_mean)
-    assert "teacher.block1.0.weight" not in state  # parameters are still left out
+    torch.testing.assert_close(state["teacher.model.block1.1.running_mean"], m.teacher.model.block1[1].running_mean)
+    assert "teacher.model.block1.0.weight" not in state  # parameters are still left out
+
+
+def test_batch_protocol_reads_every_layout_once_and_names_the_fix():
+    from lightning_kd.core.batch import unpack_batch
+
+    x, y, i = torch.zeros(2, 3), torch.tensor([0, 1]), torch.tensor([5, 9])
+    assert unpack_batch((x, y)) == Batch(x, y, None)
+    assert unpack_batch([x, y, i]).index is i
+    b = unpack_batch({"pixel_values": x, "labels": y, "index": i})
+    assert b.inputs is x and b.targets is y and b.index is i
+    assert unpack_batch(x) == Batch(x)  # bare inputs: predict
+    with pytest.raises(ValueError, match=r"dict batch with keys \['text'\].*Override unpack_batch"):
+        unpack_batch({"text": x})
+    with pytest.raises(ValueError, match="a tuple of length 4.*Override unpack_batch"):
+        unpack_batch((x, y, i, i))
+
+
+def test_schemes_pass_the_common_arguments_by_name_and_a_typo_fails():
+    from lightning_kd import AdversarialDistillation, MultiTeacherDistillation
+
+    adv = AdversarialDistillation(make_teacher(), make_student(), adv_weight=0.3, temperature=2.0, alpha=0.5)
+    assert (adv.adv_weight, adv.temperature, adv.alpha) == (0.3, 2.0, 0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"):
+        AdversarialDistillation(make_teacher(), make_student(), temprature=2.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'alfa'"):
+        MultiTeacherDistillation([make_teacher()], make_student(), alfa=0.5)
+    with pytest.raises(ValueError, match="takes no 'distill_loss'"):
+        MultiTeacherDistillation([make_teacher()], make_student(), distill_loss=torch.nn.MSELoss())
+
+
+def test_a_teacher_component_carries_its_own_settings():
+    from lightning_kd import Teacher
+
+    t = Teacher(make_teacher(), eval_mode=False, save_weights=True)
+    m = DistillationModule(t, make_student())
+    assert m.teacher is t and m.teacher.save_weights and not m.teacher.eval_mode
+    with pytest.raises(ValueError, match="set its checkpoint, eval mode and save_weights on the component itself"):
+        DistillationModule(Teacher(make_teacher()), make_student(), save_teacher=True)
+
+
+def test_hparams_hold_plain_values_only_from_python():
+    m = DistillationModule(make_teacher(), make_student(), temperature=3.0)
+    assert m.hparams["temperature"] == 3.0 and m.hparams["teacher_ckpt"] is None
+    assert not {"teacher", "student", "optimizer"} & set(m.hparams)

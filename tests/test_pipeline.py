@@ -10,7 +10,7 @@ import torch
 import yaml
 from conftest import REPO
 
-from lightning_kd.pipeline import expand_stages, main, run_pipeline
+from lightning_kd.apps.pipeline import expand_stages, main, run_pipeline
 
 FAST = [
     "--trainer.max_epochs=1",
@@ -75,4 +75,6 @@ def test_every_pipeline_file_is_valid():
     for path in (REPO / "configs" / "pipelines").glob("*.yaml"):
         stages = expand_stages(yaml.safe_load(path.read_text())["stages"])
         for stage in stages:
-            assert Path(REPO, stage["config"]).is_file(), f"{path.name}: {stage['config']} missing"
+            configs = [stage["config"]] if isinstance(stage["config"], str) else stage["config"]
+            for config in configs:
+                assert Path(REPO, config).is_file(), f"{path.name}: {config} missing"

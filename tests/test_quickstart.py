@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from lightning_kd.quickstart import format_table, main, run
+from lightning_kd.apps.quickstart import format_table, main, run
 
 
 def test_quickstart_distils_and_reuses_the_teacher(tmp_path, capsys):

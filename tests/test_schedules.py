@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd import DistillationModule
 from lightning_kd.callbacks import LossWeightScheduler, TemperatureScheduler
-from lightning_kd.schedules import schedule_value
+from lightning_kd.core.schedules import schedule_value
 
 
 @pytest.mark.parametrize(

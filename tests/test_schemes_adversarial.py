@@ -14,7 +14,7 @@ from conftest import make_student, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd.losses import kd_loss
-from lightning_kd.schemes.adversarial import (
+from lightning_kd.modules.adversarial import (
     AdversarialDistillation,
     discriminator_loss,
     fooling_loss,
@@ -114,7 +114,7 @@ def test_both_networks_learn_teacher_untouched_and_out_of_both_optimizers(fitted
     module, trainer = fitted["module"], fitted["trainer"]
     assert _changed(fitted["student_before"], _state(module.student))
     assert _changed(fitted["disc_before"], _state(module.discriminator))
-    after = module.teacher.state_dict()
+    after = module.teacher.model.state_dict()
     for k, v in fitted["teacher_before"].items():
         assert torch.equal(v, after[k]), f"teacher tensor {k} changed"
     assert not module.teacher.training and all(not p.requires_grad for p in module.teacher.parameters())
@@ -161,7 +161,7 @@ def test_each_step_updates_only_its_own_network(fitted):
 def test_losses_match_the_formulas_by_hand(fitted):
     module, watch = fitted["module"], fitted["watch"]
     student, disc = copy.deepcopy(module.student), copy.deepcopy(module.discriminator)
-    t_model = module.teacher
+    t_model = module.teacher.model
     for b, (x, y) in enumerate(watch.batches):
         (_, _, d_before), (_, s_before, d_after) = watch.events[3 * b : 3 * b + 2]
         student.load_state_dict(s_before)
@@ -253,7 +253,8 @@ def test_resume_restores_discriminator_optimizers_and_step(digits, trainer_facto
     assert len(ckpt["optimizer_states"]) == 2
     assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")]
     assert [k for k in ckpt["state_dict"] if k.startswith("discriminator.")]
-    assert not {"discriminator", "disc_optimizer"} & set(ckpt["hyper_parameters"])
+    assert "disc_optimizer" not in ckpt["hyper_parameters"]  # a callable: left out
+    assert ckpt["hyper_parameters"].get("discriminator") is None  # None (the default MLP) is a plain value
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 1, "the epoch scheduler must step before the checkpoint"
 
     watch = ResumeWatch()

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from conftest import make_student, make_teacher
 
-from lightning_kd import DistillationModule
-from lightning_kd.losses import kd_loss
+from lightning_kd import DistillationModule, MultiTeacherDistillation
+from lightning_kd.losses import confidence_weights, kd_loss
 from lightning_kd.models import MLP
-from lightning_kd.schemes import MultiTeacherDistillation, confidence_weights
 
 
 def _batch(n: int = 16):
@@ -72,7 +71,7 @@ def test_equal_weighting_averages_distributions_not_losses():
     m = MultiTeacherDistillation([MLP(3, 5), MLP(3, 5)], MLP(3, 5), temperature=2.0)
     p_mix = (F.softmax(t[0] / 2, -1) + F.softmax(t[1] / 2, -1)) / 2
     by_hand = (p_mix * (p_mix.log() - F.log_softmax(s / 2, -1))).sum(-1).mean() * 4
-    torch.testing.assert_close(m.compute_kd(s, t, torch.zeros(4, dtype=torch.long))["kd"], by_hand)
+    torch.testing.assert_close(m.compute_kd(s, t, torch.zeros(4, dtype=torch.long)), by_hand)
 
 
 def test_confidence_weights_by_hand():
@@ -142,7 +141,7 @@ def test_teachers_bit_identical_frozen_out_of_optimizer_and_checkpoint(digits, t
     path = tmp_path / "multi.ckpt"
     trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)["state_dict"]
-    assert state and not [k for k in state if k.startswith("teachers.")]
+    assert state and not [k for k in state if k.startswith("teacher.")]
     reloaded = MultiTeacherDistillation.load_from_checkpoint(
         path, teachers=[make_teacher(), make_teacher()], student=make_student()
     )
@@ -175,7 +174,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         ValueError, match=r"takes one teacher_weights entry per teacher \(2\), got teacher_weights=None"
     ):
         MultiTeacherDistillation(two, make_student(), weighting="per_teacher")
-    with pytest.raises(ValueError, match=r"teacher_weights must be >= 0 and not all 0, got \[1.0, -0.5\]"):
+    with pytest.raises(ValueError, match=r"teacher_weights must be finite, >= 0 and not all 0, got \[1.0, -0.5\]"):
         MultiTeacherDistillation(two, make_student(), weighting="weighted", teacher_weights=[1.0, -0.5])
     with pytest.raises(ValueError, match=r"weighting='equal' takes no teacher_weights"):
         MultiTeacherDistillation(two, make_student(), teacher_weights=[1.0, 1.0])

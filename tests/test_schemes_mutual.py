@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from conftest import make_student
 
-from lightning_kd import DistillationModule
+from lightning_kd import DistillationModule, MutualLearning
+from lightning_kd.losses import dml_losses
 from lightning_kd.models import MLP, SmallCNN
-from lightning_kd.schemes import MutualLearning, dml_losses
 
 
 def _cohort(n: int) -> list[torch.nn.Module]:
@@ -95,7 +95,7 @@ def test_export_and_save_student_feed_distillation(tmp_path):
     kd = DistillationModule(SmallCNN(1, 10, widths=(4, 8, 8)), make_student(), teacher_ckpt=str(path))
     x = torch.randn(4, 1, 8, 8)
     module.eval()
-    torch.testing.assert_close(kd.forward_teacher(x), module.students[1](x))
+    torch.testing.assert_close(kd.teacher(x).logits, module.students[1](x))
     with pytest.raises(ValueError, match="student index 2 out of range; this cohort has 2 students"):
         module.export_student(2)
 

@@ -9,9 +9,12 @@ Pipeline file::
 
     out_dir: runs/fashion_mnist/teacher_assistant
     stages:
-      - {name: teacher, config: configs/fashion_mnist/teacher.yaml}     # or {name: ..., checkpoint: path}
-      - {name: assistant, config: configs/fashion_mnist/ta_assistant.yaml}
-      - {name: student, config: configs/fashion_mnist/ta_student.yaml}
+      - {name: teacher, config: [configs/fashion_mnist/base.yaml, configs/fashion_mnist/teacher.yaml]}
+      - {name: assistant, config: [configs/fashion_mnist/base.yaml, configs/fashion_mnist/ta_assistant.yaml]}
+      - {name: student, config: [configs/fashion_mnist/base.yaml, configs/fashion_mnist/ta_student.yaml]}
+
+A stage's ``config`` is one recipe file or a list (a base and its fragments, merged in order); a first stage may
+instead name a ``checkpoint`` to reuse.
 
 A stage with ``repeat: k`` runs ``k`` times (``<name>1`` … ``<name>k``), each teaching the next: born-again
 networks (Furlanello et al., 2018, arXiv:1805.04770). Teacher assistants: Mirzadeh et al., 2020,
@@ -29,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from lightning_kd.cli import build_cli
+from lightning_kd.apps.cli import build_cli
 
 
 def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,7 +77,8 @@ def run_pipeline(path: str | Path, overrides: Sequence[str] = (), out_dir: str |
                 raise FileNotFoundError(f"stage {name!r}: checkpoint {str(previous)!r} does not exist.")
             results.append({"stage": name, "checkpoint": str(previous), "reused": True})
             continue
-        args = ["fit", "--config", stage["config"], f"--trainer.default_root_dir={out / name}"]
+        configs = [stage["config"]] if isinstance(stage["config"], str) else list(stage["config"])
+        args = ["fit", *[a for c in configs for a in ("--config", str(c))], f"--trainer.default_root_dir={out / name}"]
         args += [*stage.get("args", []), *overrides]
         if previous is not None:
             args.append(f"--model.init_args.teacher_ckpt={previous}")

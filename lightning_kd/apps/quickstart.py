@@ -19,10 +19,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from lightning_kd.classification import ClassificationModule
+from lightning_kd.apps.cli import expect_frozen_teachers
 from lightning_kd.data.digits import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
-from lightning_kd.module import DistillationModule
+from lightning_kd.modules.classification import ClassificationModule
+from lightning_kd.modules.distillation import DistillationModule
 
 
 def make_teacher() -> nn.Module:
@@ -93,6 +94,7 @@ def run(
         alpha=0.9,
         optimizer=optimizer,
     )
+    expect_frozen_teachers(kd)
     trainer = _trainer(epochs, out, "student_kd", ckpt_dir=out / "student_kd")
     trainer.fit(kd, data)
     test = trainer.test(kd, data, verbose=False)[0]

@@ -1,11 +1,12 @@
 """Build an offline teacher cache (:mod:`lightning_kd.cache`) for a data module, from Python or a recipe.
 
-Command line, from the recipe that will use the cache (its teacher, ``teacher_ckpt``, data module and
-precision; ``--epochs`` defaults to the recipe's ``max_epochs``, ``--out`` to its ``teacher_cache``)::
+Command line, from the recipe that will use the cache (its teacher, checkpoint, data module and
+precision; ``--epochs`` defaults to the recipe's ``max_epochs``, ``--out`` to its CachedTeacher's ``path``)::
 
-    python -m lightning_kd.cache_build --config configs/fashion_mnist/kd_cached.yaml
-    python -m lightning_kd.cache_build --config configs/fashion_mnist/kd_cached.yaml --epochs 15 \\
-        --out runs/fashion_mnist/teacher_cache --storage topk --k 4
+    lightning-kd cache --config configs/fashion_mnist/base.yaml --config configs/fashion_mnist/kd_cached.yaml
+    lightning-kd cache --config … --epochs 15 --out runs/fashion_mnist/teacher_cache --storage topk --k 4
+
+(``python -m lightning_kd.cache`` and the 0.1.0 ``python -m lightning_kd.cache_build`` are the same.)
 
 Arguments it does not know (``--data.init_args.data_dir=…``) go to the recipe, as in ``lightning-kd fit``.
 """
@@ -23,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_kd.cache import Storage, TeacherCache, dataset_fingerprint, teacher_fingerprint
+from lightning_kd.cache.store import Storage, TeacherCache, dataset_fingerprint
+from lightning_kd.core.teacher import Teacher, weights_fingerprint
 from lightning_kd.data.base import InMemoryDataModule
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -116,7 +118,7 @@ def build_teacher_cache(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = _autocast(precision, device)  # re-entered for every batch
     key = datamodule_key(datamodule)
-    key["teacher"] = teacher_fingerprint(teacher)
+    key["teacher"] = weights_fingerprint(teacher)
     key["precision"] = str(precision)  # informative only: never checked
     train = datamodule.splits["train"]
     n = len(train)
@@ -153,23 +155,34 @@ def build_from_recipe(
     device: str | None = None,
 ) -> TeacherCache:
     """Build the cache a recipe needs: its teacher (with ``teacher_ckpt``, seeded as ``fit`` seeds it), its
-    data module and precision. ``out`` defaults to the model's ``teacher_cache``, ``epochs`` to the
+    data module and precision. ``out`` defaults to the CachedTeacher's ``path``, ``epochs`` to the
     trainer's ``max_epochs``, the top-k temperature to the model's ``temperature``. ``overrides`` are extra
     command-line arguments for the recipe (``--data.init_args.data_dir=…``)."""
-    from lightning_kd.cli import build_cli
+    from lightning_kd.apps.cli import build_cli
 
     configs = [config] if isinstance(config, str | os.PathLike) else list(config)
     args = [a for c in configs for a in ("--config", str(c))] + list(overrides)
     cli = build_cli(args, run=False)
     model, trainer = cli.model, cli.trainer
-    out = out if out is not None else getattr(model, "teacher_cache", None)
+    out = out if out is not None else getattr(model.teacher, "path", None)
     if out is None:
-        raise ValueError("the recipe's model has no teacher_cache: pass --out.")
+        raise ValueError("the recipe's teacher is not a CachedTeacher with a `path`: pass --out.")
     epochs = epochs if epochs is not None else trainer.max_epochs
     if epochs is None or epochs < 1:
         raise ValueError(f"the recipe sets no max_epochs ({epochs}): pass --epochs.")
+    from lightning_kd.cache.teacher import CachedTeacher
+
+    component = model.teacher
+    if isinstance(component, CachedTeacher):
+        if component.live is None:
+            raise ValueError("the recipe's CachedTeacher has no `model` to run: give it the teacher network.")
+        teacher = component.live.model
+    elif isinstance(component, Teacher):
+        teacher = component.model
+    else:
+        raise ValueError(f"cannot build a cache for a {type(component).__name__} teacher; use one Teacher.")
     return build_teacher_cache(
-        model.teacher,
+        teacher,
         cli.datamodule,
         out,
         epochs,
@@ -183,10 +196,10 @@ def build_from_recipe(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lightning_kd.cache_build --config recipe.yaml [--epochs E] [--out DIR] [...]``."""
+    """``lightning-kd cache --config recipe.yaml [--config fragment.yaml] [--epochs E] [--out DIR] [...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", required=True, help="recipe YAML (repeatable)")
-    parser.add_argument("--out", help="cache folder (default: the model's teacher_cache)")
+    parser.add_argument("--out", help="cache folder (default: the recipe's CachedTeacher path)")
     parser.add_argument("--epochs", type=int, help="epochs to cover (default: the recipe's max_epochs)")
     parser.add_argument("--storage", choices=["fp16", "fp32", "topk"], default="fp16")
     parser.add_argument("--k", type=int, help="classes kept per sample with --storage topk")

@@ -39,11 +39,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from lightning_kd.core.teacher import weights_fingerprint
 
 FORMAT_VERSION = 1
 Storage = Literal["fp16", "fp32", "topk"]
-_BUILD_HINT = "build it with `python -m lightning_kd.cache_build --config <recipe.yaml>`"
+_BUILD_HINT = "build it with `lightning-kd cache --config <recipe.yaml>`"
 # names in error messages (other fields: their key)
 _FIELDS = {
     "augment": "augmentation on/off",
@@ -54,14 +56,7 @@ _FIELDS = {
 }
 
 
-def teacher_fingerprint(model: nn.Module) -> str:
-    """sha256 over the model's ``state_dict``: names, dtypes, shapes and bytes of every tensor, buffers
-    (BatchNorm statistics) included, so any change to what the teacher computes changes it."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(_bytes(t))
-    return h.hexdigest()
+teacher_fingerprint = weights_fingerprint  # the name 0.1.0 used
 
 
 def dataset_fingerprint(images: Tensor, labels: Tensor, rows: int = 16) -> str:
@@ -119,7 +114,7 @@ class TeacherCache:
     """Teacher logits per ``(epoch, sample index)``, memory-mapped from a folder (see the module docstring).
 
     Use :meth:`open` to read (``lookup``) and :meth:`create` + :meth:`write` + :meth:`finish` to build
-    (:func:`lightning_kd.cache_build.build_teacher_cache` does that for a data module).
+    (:func:`lightning_kd.cache.build.build_teacher_cache` does that for a data module).
     """
 
     def __init__(self, path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -241,6 +236,11 @@ class TeacherCache:
     def nbytes(self) -> int:
         """Bytes of the stored arrays."""
         return sum(a.nbytes for a in self.arrays.values())
+
+    @property
+    def preloaded(self) -> bool:
+        """Whether :meth:`to` loaded the whole cache onto a device."""
+        return self._tensors is not None
 
     def to(self, device: torch.device | str) -> TeacherCache:
         """Load the whole cache onto ``device`` (kept in its stored dtype): lookups become one gather there,

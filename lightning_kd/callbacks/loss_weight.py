@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import lightning as L
 from typing_extensions import override
 
-from lightning_kd.callbacks._schedule import ScheduleCallback
-from lightning_kd.schedules import ScheduleName
+from lightning_kd.callbacks.schedule_base import ScheduleCallback
+from lightning_kd.core.schedules import ScheduleName
 
 
 class LossWeightScheduler(ScheduleCallback):

@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lightning_kd.schedules import SCHEDULES, ScheduleName, check_milestones, schedule_value
+from lightning_kd.core.schedules import SCHEDULES, ScheduleName, check_milestones, schedule_value
 
 
 class ScheduleCallback(Callback):

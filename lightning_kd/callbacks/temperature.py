@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lightning_kd.callbacks._schedule import ScheduleCallback
-from lightning_kd.schedules import ScheduleName
+from lightning_kd.callbacks.schedule_base import ScheduleCallback
+from lightning_kd.core.schedules import ScheduleName
 
 
 class TemperatureScheduler(ScheduleCallback):

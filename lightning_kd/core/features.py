@@ -88,6 +88,10 @@ class FeatureCapture:
         capture: ``"output"`` stores what the module returns, ``"input"`` its first positional argument.
         clone: store a copy (graph kept) rather than the tensor the model goes on using.
 
+    Attributes:
+        enabled: the hooks store features only while this is ``True`` (registered hooks stay cheap no-ops
+            otherwise, e.g. during validation when no loss reads the features).
+
     Example:
         >>> from lightning_kd.models import ResNet
         >>> model = ResNet(8, num_classes=10)
@@ -117,6 +121,7 @@ class FeatureCapture:
         self.capture = capture
         self.clone = clone
         self.features: dict[str, Tensor] = {}
+        self.enabled = True
         self._handles: list[RemovableHandle] = []
 
     @property
@@ -149,6 +154,8 @@ class FeatureCapture:
         self.features.clear()
 
     def _store(self, path: str, value: Any) -> None:
+        if not self.enabled:
+            return
         tensor = _first_tensor(path, value)
         self.features[path] = tensor.clone() if self.clone else tensor
 

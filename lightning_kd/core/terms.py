@@ -1,6 +1,6 @@
 """FeatureTerm: one feature/relation loss applied to named student/teacher layer pairs. Pure torch.
 
-The module captures the layers' features with hooks (see :mod:`lightning_kd.features`); a term only maps
+The module captures the layers' features with hooks (see :mod:`lightning_kd.core.features`); a term only maps
 them to a loss value, so the loss functions stay callable on plain tensors.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from lightning_kd.connectors import build_connector
+from lightning_kd.core.connectors import build_connector
 from lightning_kd.losses.contrastive import CRDLoss
 
 
@@ -33,6 +33,11 @@ class FeatureTerm(nn.Module):
     must then yield ``(inputs, targets, indices)`` (``with_indices: true``).
 
     Layer paths are dotted names from ``model.named_modules()`` (``""`` = the model itself, i.e. logits).
+    With several teachers (:class:`~lightning_kd.MultiTeacherDistillation`) ``teacher`` says whose layers
+    ``teacher_layers`` are.
+
+    Connectors are restored from checkpoints through torch's own ``get_extra_state``/``set_extra_state``:
+    the term records the feature shapes it built them for, and rebuilds them before their weights load.
 
     Args:
         name: key of the term in logs (``train/loss_<name>``) and in ``loss_weights``.
@@ -43,6 +48,7 @@ class FeatureTerm(nn.Module):
         connector: put a trainable adapter between each student feature and its loss.
         capture: hook a module's ``output`` or its ``input``.
         mode: ``pairs`` (one loss per pair, summed) or ``group`` (one call on all features).
+        teacher: index of the teacher whose layers ``teacher_layers`` names (0 with one teacher).
 
     Example (YAML, inside ``DistillationModule``'s ``init_args``)::
 
@@ -66,6 +72,7 @@ class FeatureTerm(nn.Module):
         connector: bool = False,
         capture: Literal["output", "input"] = "output",
         mode: Literal["pairs", "group"] = "pairs",
+        teacher: int = 0,
     ) -> None:
         super().__init__()
         if not name.isidentifier() or name in ("ce", "kd"):
@@ -85,8 +92,10 @@ class FeatureTerm(nn.Module):
             raise ValueError(
                 f"term {name!r}: connectors map student_layers[i] to teacher_layers[i]; give as many of each."
             )
-        if weight < 0:
-            raise ValueError(f"term {name!r}: weight must be >= 0, got {weight}.")
+        if not weight >= 0:  # also refuses NaN
+            raise ValueError(f"term {name!r}: weight must be a number >= 0, got {weight}.")
+        if not isinstance(teacher, int) or teacher < 0:
+            raise ValueError(f"term {name!r}: teacher must be a teacher's index >= 0, got {teacher!r}.")
         self.name = name
         self.student_layers = list(student_layers)
         self.teacher_layers = list(teacher_layers)
@@ -94,6 +103,8 @@ class FeatureTerm(nn.Module):
         self.use_connector = connector
         self.capture = capture
         self.mode = mode
+        self.teacher = teacher
+        self._connector_shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         copies = len(self.student_layers) if mode == "pairs" else 1
         self.losses = nn.ModuleList([loss] + [copy.deepcopy(loss) for _ in range(copies - 1)])
         self.connectors = nn.ModuleList()
@@ -101,7 +112,7 @@ class FeatureTerm(nn.Module):
     @property
     def connector_shapes(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
         """(student, teacher) feature shapes the connectors were built for; saved in checkpoints."""
-        return getattr(self, "_connector_shapes", [])
+        return self._connector_shapes
 
     def build_connectors(self, shapes: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
         """Create one connector per pair for these (student, teacher) shapes (idempotent)."""
@@ -110,6 +121,21 @@ class FeatureTerm(nn.Module):
         self._connector_shapes = [(tuple(s), tuple(t)) for s, t in shapes]
         for s, t in self._connector_shapes:
             self.connectors.append(build_connector(s, t))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The connector shapes, saved in the state dict (plain lists: ``weights_only`` loads read them)."""
+        return {"connector_shapes": [[list(s), list(t)] for s, t in self._connector_shapes]}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Rebuild the connectors recorded in a state dict; torch loads their weights right after."""
+        shapes = state.get("connector_shapes") if isinstance(state, dict) else None
+        if shapes:
+            self.build_connectors(shapes)
+
+    @property
+    def needs_connectors(self) -> bool:
+        """Whether connectors are on but not yet built (they need one dry forward pass)."""
+        return self.use_connector and not len(self.connectors)
 
     @property
     def needs_index(self) -> bool:
@@ -139,20 +165,15 @@ class FeatureTerm(nn.Module):
             total = total + loss(si, ti, **extra)
         return total
 
-    def check(
-        self, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor], index: Tensor | None
-    ) -> None:
-        """Run the term once on dry-run features; re-raise a shape problem naming the layers and the fix."""
-        try:
-            self(student_feats, teacher_feats, index)
-        except (ValueError, RuntimeError) as err:
-            pairs = ", ".join(
-                f"student {sp!r} {tuple(student_feats[sp].shape[1:])} ↔ teacher {tp!r} "
-                f"{tuple(teacher_feats[tp].shape[1:])}"
-                for sp, tp in zip(self.student_layers, self.teacher_layers)
-            )
-            fix = "" if self.use_connector else " Set connector: true on this term to learn an adapter, or"
-            raise ValueError(
-                f"feature term {self.name!r} cannot run on these features ({pairs}; batch dim left out): {err}."
-                f"{fix} pick layers whose shapes the loss accepts."
-            ) from err
+    def explain(self, err: Exception, student_feats: Mapping[str, Tensor], teacher_feats: Mapping[str, Tensor]) -> None:
+        """Re-raise ``err`` (raised by this term on these features) as a message naming layers, shapes and fix."""
+        pairs = ", ".join(
+            f"student {sp!r} {tuple(student_feats[sp].shape[1:]) if sp in student_feats else '(not captured)'} ↔ "
+            f"teacher {tp!r} {tuple(teacher_feats[tp].shape[1:]) if tp in teacher_feats else '(not captured)'}"
+            for sp, tp in zip(self.student_layers, self.teacher_layers)
+        )
+        fix = "" if self.use_connector else " Set connector: true on this term to learn an adapter, or"
+        raise ValueError(
+            f"feature term {self.name!r} cannot run on these features ({pairs}; batch dim left out): {err}."
+            f"{fix} pick layers whose shapes the loss accepts."
+        ) from err

@@ -1,4 +1,4 @@
-"""Load teacher weights from a lightning-kd checkpoint or a plain ``state_dict`` file. Pure torch.
+"""Load a model's weights from a lightning-kd checkpoint or a plain ``state_dict`` file. Pure torch.
 
 Accepted files:
 - a checkpoint written by :class:`~lightning_kd.ClassificationModule` (keys ``model.*``) or by
@@ -18,7 +18,10 @@ import torch
 from torch import Tensor, nn
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_OWNER_PREFIXES = ("model.", "student.", "teacher.", "net.", "")
+# where a model's weights sit inside a LightningModule checkpoint: ClassificationModule (model.),
+# DistillationModule's student, its teacher component (teacher.model., saved with save_teacher), 0.1.0's
+# teacher (teacher.), plain state_dicts ("")
+_OWNER_PREFIXES = ("model.", "student.", "teacher.model.", "teacher.", "net.", "")
 
 
 def _strip_wrappers(key: str) -> str:
@@ -34,12 +37,15 @@ def extract_state_dict(obj: object) -> dict[str, Tensor]:
     """The tensor mapping inside a loaded checkpoint (``state_dict`` key) or the object itself."""
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, Mapping) else {}
+    # a module's extra state (e.g. connector shapes, key "..._extra_state") may sit beside the tensors
+    others = [k for k, v in obj.items() if not isinstance(v, Tensor)] if isinstance(obj, Mapping) else []
+    if not tensors or any(not str(k).endswith("_extra_state") for k in others):
         raise ValueError(
             "the file holds neither a Lightning checkpoint nor a state_dict of tensors; save the teacher with "
             "`torch.save(model.state_dict(), path)` or train it with ClassificationModule."
         )
-    return {_strip_wrappers(k): v for k, v in obj.items()}
+    return {_strip_wrappers(k): v for k, v in tensors.items()}
 
 
 def match_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str = "checkpoint") -> dict[str, Tensor]:
@@ -79,26 +85,45 @@ def match_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str 
     return best
 
 
-def load_teacher_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, what: str = "checkpoint", allow_pickle: bool = False
+) -> nn.Module:
     """Load the weights in ``path`` into ``model`` (in place) and return it.
+
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, never
+    arbitrary pickled objects. A file that needs full unpickling (an old checkpoint holding a pickled
+    optimizer, say) is refused unless ``allow_pickle=True`` — only for a file you trust.
+
+    Args:
+        model: the network to fill.
+        path: a Lightning checkpoint or a ``state_dict`` file.
+        what: how the file is named in messages (e.g. ``"teacher_ckpt"``).
+        allow_pickle: allow full unpickling.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says how to make one).
-        ValueError: the file does not fit ``model``.
+        ValueError: the file does not fit ``model``, or needs unpickling and ``allow_pickle`` is off.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"teacher_ckpt {path!r} does not exist. Train a teacher first (e.g. `lightning-kd fit --config "
-            "configs/digits/teacher.yaml`), or leave teacher_ckpt unset to use the teacher as built. Reloading "
+            f"{what} {path!r} does not exist. Train a teacher first (e.g. `lightning-kd fit --config "
+            "configs/digits/teacher.yaml`), or leave it unset to use the model as built. Reloading "
             "a distilled student elsewhere: DistillationModule.load_from_checkpoint(path, teacher_ckpt=None)."
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Lightning checkpoints also pickle hyper-parameters (e.g. an optimizer partial). The user named this
-        # file, so trust it as Lightning's own load_from_checkpoint does.
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    state = match_state_dict(extract_state_dict(obj), model, source=f"teacher_ckpt {path!r}")
+        obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{what} {path!r} holds pickled Python objects that a weights-only load refuses ({err}). If you trust "
+            "the file, load it with Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just the weights: "
+            "torch.save(model.state_dict(), 'weights.pt')."
+        ) from err
+    state = match_state_dict(extract_state_dict(obj), model, source=f"{what} {path!r}")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def load_teacher_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Deprecated name of :func:`load_weights` (kept for one release)."""
+    return load_weights(model, path, what="teacher_ckpt")

@@ -7,6 +7,13 @@ Argument order everywhere: student first, then teacher, then options. Losses imp
 - feature: :func:`fitnet_loss`, :func:`at_loss`, :func:`nst_loss`, :func:`vid_loss`, :func:`fsp_loss`,
   :func:`feature_match_loss`
 - relation: :func:`sp_loss`, :func:`rkd_loss`, :func:`pkt_loss`, :func:`cc_loss`
+- contrastive: :class:`CRDLoss`, :func:`crd_nce_loss`
+- schemes: :func:`ensemble_kd_loss`, :func:`per_teacher_kd`, :func:`confidence_weights` (multi-teacher),
+  :func:`dml_losses` (mutual learning), :func:`discriminator_loss`, :func:`fooling_loss` (adversarial)
+- token (language models, ``(tokens, vocab)`` rows with a mask): :func:`token_divergence` (:func:`forward_kl`,
+  :func:`reverse_kl`, :func:`generalized_jsd`, :func:`skew_forward_kl`, :func:`skew_reverse_kl`,
+  :func:`total_variation`), and :func:`chunked_token_distill_loss`, which never holds the (tokens × vocab)
+  logits of both models at once
 """
 
 from lightning_kd.losses.contrastive import CRDLoss, crd_nce_loss
@@ -32,19 +39,55 @@ from lightning_kd.losses.logit import (
     LabelSmoothingLoss,
     LogitStandardizedKDLoss,
     ReverseKDLoss,
+    confidence_weights,
+    discriminator_loss,
     dist_loss,
     dkd_loss,
     dkd_terms,
     dkd_warmup,
+    dml_losses,
+    ensemble_kd_loss,
+    fooling_loss,
     js_kd_loss,
     kd_loss,
     label_smoothing_loss,
     logit_standardized_kd_loss,
+    per_teacher_kd,
     reverse_kd_loss,
 )
 from lightning_kd.losses.relation import CCLoss, PKTLoss, RKDLoss, SPLoss, cc_loss, pkt_loss, rkd_loss, sp_loss
+from lightning_kd.losses.token import (
+    TOKEN_DIVERGENCES,
+    ChunkedTokenDistillLoss,
+    TokenDistillSums,
+    TokenDivergenceLoss,
+    chunked_token_distill_loss,
+    forward_kl,
+    generalized_jsd,
+    naive_token_distill_loss,
+    reduce_token_loss,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    token_divergence,
+    total_variation,
+)
 
 __all__ = [
+    "TOKEN_DIVERGENCES",
+    "ChunkedTokenDistillLoss",
+    "TokenDistillSums",
+    "TokenDivergenceLoss",
+    "chunked_token_distill_loss",
+    "forward_kl",
+    "generalized_jsd",
+    "naive_token_distill_loss",
+    "reduce_token_loss",
+    "reverse_kl",
+    "skew_forward_kl",
+    "skew_reverse_kl",
+    "token_divergence",
+    "total_variation",
     "CRDLoss",
     "crd_nce_loss",
     "ATLoss",
@@ -66,7 +109,13 @@ __all__ = [
     "VIDLoss",
     "at_loss",
     "cc_loss",
+    "confidence_weights",
+    "discriminator_loss",
     "dist_loss",
+    "dml_losses",
+    "ensemble_kd_loss",
+    "fooling_loss",
+    "per_teacher_kd",
     "dkd_loss",
     "dkd_terms",
     "dkd_warmup",

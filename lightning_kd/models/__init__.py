@@ -1,5 +1,6 @@
 """Model zoo: small models and CIFAR-style ResNet/WRN; torchvision and timm by name. Pure torch."""
 
+from lightning_kd.models.discriminator import mlp_discriminator
 from lightning_kd.models.hub import timm_model, torchvision_model
 from lightning_kd.models.mlp import MLP
 from lightning_kd.models.resnet import (
@@ -33,6 +34,7 @@ __all__ = [
     "resnet44",
     "resnet56",
     "resnet110",
+    "mlp_discriminator",
     "timm_model",
     "torchvision_model",
     "wrn_16_2",

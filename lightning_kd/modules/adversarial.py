@@ -17,41 +17,16 @@ conditioning on the input or label). KDGAN (Wang, Zhang, Sun & Qi, NeurIPS 2018)
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from lightning_kd.base import built_by_cli
-from lightning_kd.module import DistillationModule
-from lightning_kd.terms import FeatureTerm
-
-
-def discriminator_loss(d_student: Tensor, d_teacher: Tensor) -> Tensor:
-    """``½ · [BCE(D(t), 1) + BCE(D(s), 0)]`` on discriminator logits ``(N,)``; 0-d tensor."""
-    real = F.binary_cross_entropy_with_logits(d_teacher, torch.ones_like(d_teacher))
-    fake = F.binary_cross_entropy_with_logits(d_student, torch.zeros_like(d_student))
-    return 0.5 * (real + fake)
-
-
-def fooling_loss(d_student: Tensor) -> Tensor:
-    """``BCE(D(s), 1)``: small when the discriminator takes the student for the teacher; 0-d tensor."""
-    return F.binary_cross_entropy_with_logits(d_student, torch.ones_like(d_student))
-
-
-def mlp_discriminator(num_classes: int, hidden: int = 64) -> nn.Module:
-    """The default discriminator: ``Linear(C, h) → LeakyReLU(0.2) → Linear(h, h) → LeakyReLU(0.2) → Linear(h, 1)``."""
-    return nn.Sequential(
-        nn.Linear(num_classes, hidden),
-        nn.LeakyReLU(0.2),
-        nn.Linear(hidden, hidden),
-        nn.LeakyReLU(0.2),
-        nn.Linear(hidden, 1),
-    )
+from lightning_kd.losses import discriminator_loss, fooling_loss
+from lightning_kd.models.discriminator import mlp_discriminator
+from lightning_kd.modules.distillation import DistillationModule
 
 
 class AdversarialDistillation(DistillationModule):
@@ -83,19 +58,8 @@ class AdversarialDistillation(DistillationModule):
     other network's parameters unused: use ``strategy="ddp_find_unused_parameters_true"``.
 
     Args:
-        teacher: the trained network (YAML: ``class_path``/``init_args``).
+        teacher: the trained network or a teacher component (see DistillationModule).
         student: the network to train.
-        teacher_ckpt: weights for the teacher (see DistillationModule).
-        temperature: softening temperature ``T > 0`` of the KD term and of ``input="probs"``.
-        alpha: weight of the KD term in ``[0, 1]``; CE gets ``1 − α``.
-        num_classes: classes; inferred from the student when ``None``.
-        optimizer: optimizer of the student (and connectors, trainable loss parts), never the discriminator.
-        lr_scheduler: optional LR scheduler of the student's optimizer.
-        scheduler_interval: ``auto``, ``step`` or ``epoch`` (see DistillationModule).
-        distill_loss: the logit term ``kd`` (see DistillationModule).
-        feature_terms: feature/relation loss terms (see DistillationModule).
-        save_teacher: also store the teacher's weights in checkpoints.
-        teacher_eval: keep the teacher in eval mode.
         discriminator: maps ``(N, C)`` model outputs to one real/fake logit per sample, ``(N,)`` or
             ``(N, 1)``. ``None``: :func:`mlp_discriminator` (64 hidden units, LeakyReLU) on ``num_classes``.
         adv_weight: ``λ_adv ≥ 0``, weight of the fooling term ``loss_adv`` in the student's loss.
@@ -103,6 +67,9 @@ class AdversarialDistillation(DistillationModule):
             runs at its default ``lr=1e-3`` (YAML: ``class_path``/``init_args`` to change it).
         disc_steps: discriminator updates per batch (on the same batch), ``≥ 1``.
         input: what the discriminator sees: ``probs`` = ``softmax(z / T)``, ``logits`` = raw ``z``.
+        **kwargs: :class:`DistillationModule`'s other arguments (``teacher_ckpt``, ``temperature``, ``alpha``,
+            ``optimizer`` — the student's, never the discriminator's —, ``lr_scheduler``, ``distill_loss``,
+            ``feature_terms``, …), passed through by name; a misspelt one fails there.
 
     Example:
         >>> from lightning_kd.models import MLP
@@ -117,52 +84,20 @@ class AdversarialDistillation(DistillationModule):
         self,
         teacher: nn.Module,
         student: nn.Module,
-        teacher_ckpt: str | None = None,
-        temperature: float | None = None,
-        alpha: float = 0.9,
-        num_classes: int | None = None,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
-        distill_loss: nn.Module | None = None,
-        feature_terms: list[FeatureTerm] | None = None,
-        save_teacher: bool = False,
-        teacher_eval: bool = True,
         discriminator: nn.Module | None = None,
         adv_weight: float = 0.1,
         disc_optimizer: OptimizerCallable = torch.optim.Adam,
         disc_steps: int = 1,
         input: Literal["logits", "probs"] = "probs",
+        **kwargs: Any,
     ) -> None:
-        if adv_weight < 0:
+        if not adv_weight >= 0:
             raise ValueError(f"adv_weight must be >= 0 (weight of the fooling term), got {adv_weight}; e.g. 0.1.")
         if not isinstance(disc_steps, int) or disc_steps < 1:
             raise ValueError(f"disc_steps must be an int >= 1 (discriminator updates per batch), got {disc_steps}.")
         if input not in ("logits", "probs"):
             raise ValueError(f"input must be 'logits' or 'probs' (what the discriminator sees), got {input!r}.")
-        if discriminator is not None and not built_by_cli():
-            # DistillationModule's save_hyperparameters sees this frame's arguments and warns that a module
-            # is among them; the call below drops it. Silence exactly that message, as DistillationModule
-            # does for the teacher's eval mode.
-            warnings.filterwarnings("ignore", message=r"Attribute 'discriminator' is an instance of `nn.Module`")
-        super().__init__(
-            teacher,
-            student,
-            teacher_ckpt,
-            temperature,
-            alpha,
-            num_classes,
-            optimizer,
-            lr_scheduler,
-            scheduler_interval,
-            distill_loss,
-            feature_terms,
-            save_teacher,
-            teacher_eval,
-        )
-        # saved again without the discriminator and its optimizer, which from Python would be pickled
-        ignored = ["teacher", "student", "optimizer", "lr_scheduler", "distill_loss", "feature_terms"]
-        self.save_hyperparameters(ignore=[] if built_by_cli() else [*ignored, "discriminator", "disc_optimizer"])
+        super().__init__(teacher=teacher, student=student, **kwargs)
         self.automatic_optimization = False
         self.discriminator = discriminator if discriminator is not None else mlp_discriminator(self.num_classes)
         self.adv_weight = float(adv_weight)
@@ -202,9 +137,12 @@ class AdversarialDistillation(DistillationModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         opt_student, opt_disc = self.optimizers()
-        inputs, targets = self.unpack_batch(batch)
-        student_logits = self.forward_student(inputs)
-        teacher_logits = self.teacher_logits(batch, inputs)
+        batch = self.unpack_batch(batch)
+        self._records = {}
+        with self.feature_terms.capturing():
+            student_logits = self.forward_student(batch.inputs)
+            teacher = self.forward_teacher(batch, training=True)
+        teacher_logits = teacher.logits
 
         # (1) discriminator: teacher = real, student = fake; no gradient reaches the student
         self.toggle_optimizer(opt_disc)
@@ -220,23 +158,18 @@ class AdversarialDistillation(DistillationModule):
 
         # (2) student: the DistillationModule terms + fooling the (now frozen) discriminator
         self.toggle_optimizer(opt_student)
-        terms = self.compute_losses(student_logits, teacher_logits, targets, self.batch_indices(batch))
+        terms = self.compute_losses(student_logits, teacher, batch)
         terms["adv"] = fooling_loss(self.discriminate(student_logits))
-        weights = self.loss_weights
-        loss = sum(weights[name] * value for name, value in terms.items())
+        loss = self.weighted_sum(terms)
         opt_student.zero_grad()
         self.manual_backward(loss)
         opt_student.step()
         self.untoggle_optimizer(opt_student)
         self._step_lr_scheduler(batch_idx)
 
-        self.log("train/loss", loss, prog_bar=True)
-        for name, value in terms.items():
-            self.log(f"train/loss_{name}", value)
-        self.log("train/disc_loss", disc_loss)
-        self.log("train/disc_acc", disc_acc)
-        self.log("train/temperature", self._knobs[0])  # device buffers: no host-to-device copy per step
-        self.log("train/alpha", self._knobs[1])
+        self.record("disc_loss", disc_loss)
+        self.record("disc_acc", disc_acc)
+        self.log_train(loss, terms)
         return loss.detach()
 
     def _step_uncounted(self, optimizer: LightningOptimizer) -> None:

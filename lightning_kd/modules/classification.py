@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
+from lightning_kd.core.batch import Batch
+from lightning_kd.core.model_info import infer_num_classes
+from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters
 
 
 class ClassificationModule(BaseModule):
@@ -41,8 +43,7 @@ class ClassificationModule(BaseModule):
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        # See DistillationModule: from Python, modules and callables stay out of the (weights-only) checkpoint.
-        self.save_hyperparameters(ignore=[] if built_by_cli() else ["model", "optimizer", "lr_scheduler"])
+        save_plain_hyperparameters(self)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
         num_classes = num_classes or infer_num_classes(model)
@@ -57,15 +58,14 @@ class ClassificationModule(BaseModule):
         return self.model(inputs)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs, targets = self.unpack_batch(batch)
-        loss = F.cross_entropy(self(inputs).float(), targets, label_smoothing=self.label_smoothing)
+        batch = self.unpack_batch(batch)
+        loss = F.cross_entropy(self(batch.inputs).float(), batch.targets, label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
-        inputs, targets = self.unpack_batch(batch)
-        logits = self(inputs).float()
+    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
+        logits = self(batch.inputs).float()
         acc = self.val_acc if stage == "val" else self.test_acc
-        acc(logits, targets)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, targets), sync_dist=True)
+        acc(logits, batch.targets)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, batch.targets), sync_dist=True)
         self.log(f"{stage}/acc", acc, prog_bar=True)

@@ -1,4 +1,5 @@
-"""What every lightning-kd LightningModule shares: batch unpacking, metrics, optimizer and scheduler."""
+"""What every lightning-kd LightningModule shares: the batch protocol, metrics, optimizer and scheduler,
+teacher-free checkpoints, and which constructor arguments become hyper-parameters."""
 
 from __future__ import annotations
 
@@ -8,27 +9,53 @@ from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-try:  # set while LightningCLI instantiates the module (Lightning >= 2.1, PR #18105)
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-except ImportError:  # pragma: no cover - older Lightning
-    _given_hyperparameters = None
+from lightning_kd.core.batch import Batch, unpack_batch
+from lightning_kd.core.feature_terms import FeatureTerms
+from lightning_kd.core.teacher import TeacherBase
+
+CHECKPOINT_VERSION_KEY = "lightning_kd_version"
 
 
-def built_by_cli() -> bool:
-    """True while LightningCLI instantiates the module: hparams then hold ``class_path`` configs, not modules."""
-    return _given_hyperparameters is not None and _given_hyperparameters.get() is not None
+def _is_plain(value: Any) -> bool:
+    """Numbers, strings, ``None`` and containers of them: what a hyper-parameter file and a ``weights_only``
+    checkpoint load can hold."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
 
 
-def infer_num_classes(model: nn.Module) -> int | None:
-    """``model.num_classes`` if set, else the ``out_features`` of its last ``nn.Linear``, else ``None``."""
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
+def save_plain_hyperparameters(module: L.LightningModule) -> None:
+    """``module.save_hyperparameters()`` for the constructor arguments that are plain values.
+
+    Models, losses, feature terms and optimizer factories are left out: pickled into the checkpoint they
+    would make it unloadable with ``torch.load(weights_only=True)``. From Python, pass them again to
+    ``load_from_checkpoint``; lightning-kd's CLI stores their ``class_path`` configs in the checkpoint after
+    it built the module, so CLI checkpoints reload with no arguments (LIGHTNING.md #9). Call it from
+    ``__init__``; arguments of every ``__init__`` on the stack (a subclass's too) are considered.
+    """
+    frame = inspect.currentframe().f_back  # the caller's __init__
+    values: dict[str, Any] = {}
+    f = frame
+    while f is not None and f.f_code.co_name == "__init__" and f.f_locals.get("self") is module:
+        code = f.f_code
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        values.update({n: f.f_locals[n] for n in names if n != "self" and n in f.f_locals})
+        has_varargs = bool(code.co_flags & inspect.CO_VARARGS)
+        kwargs_at = code.co_argcount + code.co_kwonlyargcount + has_varargs
+        kwargs_name = code.co_varnames[kwargs_at] if code.co_flags & inspect.CO_VARKEYWORDS else None
+        if kwargs_name and isinstance(f.f_locals.get(kwargs_name), dict):
+            values.update(f.f_locals[kwargs_name])
+        f = f.f_back
+    ignore = sorted(name for name, value in values.items() if not _is_plain(value))
+    module.save_hyperparameters(ignore=ignore, frame=frame)
 
 
 def _fills_total_steps(scheduler: Any) -> bool:
@@ -62,6 +89,13 @@ def _takes_total_steps(scheduler: Any) -> bool:
 class BaseModule(L.LightningModule):
     """Shared parts. Subclasses set ``self.val_acc``/``self.test_acc`` via :meth:`_build_metrics`.
 
+    - A batch is unpacked once per step by :meth:`unpack_batch` into ``Batch(inputs, targets, index)``;
+      override that one method for other layouts (dict batches, extra fields).
+    - Teacher components (:class:`~lightning_kd.Teacher` and kin) are found by type: their parameters never
+      reach the optimizer, their weights are left out of checkpoints and put back on load.
+    - Feature-term components get their hooks from the :class:`~lightning_kd.callbacks.FeatureHooks`
+      callback this module adds (``configure_callbacks``; an override must extend ``super()``'s list).
+
     Args:
         optimizer: builds the optimizer from the trainable parameters (YAML: ``class_path`` + ``init_args``).
         lr_scheduler: builds a scheduler from the optimizer; an unset ``total_steps`` (OneCycleLR) is filled
@@ -86,32 +120,52 @@ class BaseModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
-    def unpack_batch(self, batch: Any) -> tuple[Any, Tensor]:
-        """Split a batch into ``(inputs, targets)``. Override for dict batches or extra fields."""
-        if isinstance(batch, dict):
-            return batch["input"], batch["target"]
-        return batch[0], batch[1]
+    # -- the batch protocol ---------------------------------------------------------------------------
+    def unpack_batch(self, batch: Any) -> Batch:
+        """Split a batch into ``Batch(inputs, targets, index)``. Override for other layouts."""
+        return unpack_batch(batch)
 
-    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
+    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         raise NotImplementedError
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(self.unpack_batch(batch), "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(self.unpack_batch(batch), "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Class probabilities of the (student) model; batches may be bare inputs or ``(inputs, targets)``."""
-        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
-        return self(inputs).softmax(-1)
+        return self(self.unpack_batch(batch).inputs).softmax(-1)
+
+    def example_batch(self, why: str = "a dry forward pass") -> Batch:
+        """A batch for a dry forward pass before training (e.g. to size connectors): ``example_input_array`` when
+        set, else the first training batch of the data module (two samples of it), on the module's device."""
+        if self.example_input_array is not None:
+            return Batch(move_data_to_device(self.example_input_array, self.device))
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is None:
+            raise RuntimeError(
+                f"{type(self).__name__} needs one example batch before the optimizer exists ({why}), and there is "
+                "none: pass the data as a LightningDataModule (trainer.fit(module, datamodule=...)) or set "
+                "module.example_input_array to a batch of inputs."
+            )
+        batch = self.unpack_batch(move_data_to_device(next(iter(datamodule.train_dataloader())), self.device))
+        inputs, index = batch.inputs, batch.index
+        if isinstance(inputs, Tensor) and len(inputs) > 2:  # shapes need two samples, not an ImageNet batch on CPU
+            inputs = inputs[:2]
+            index = index[:2] if isinstance(index, Tensor) else index
+        return Batch(inputs, None, index)
+
+    # -- components found by type ---------------------------------------------------------------------
+    def teacher_components(self) -> list[tuple[str, TeacherBase]]:
+        """``(name, component)`` of every teacher component in this module."""
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, TeacherBase)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimizer gets: those with ``requires_grad``, never a frozen teacher's (even after
+        """Parameters the optimizer gets: those with ``requires_grad``, never a teacher's (even after
         ``unfreeze()``, which switches ``requires_grad`` on everywhere)."""
-        frozen = {
-            id(p) for name in ("teacher", "teachers") if hasattr(self, name) for p in getattr(self, name).parameters()
-        }
+        frozen = {id(p) for _, t in self.teacher_components() for p in t.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
 
     def configure_optimizers(self) -> Any:
@@ -126,3 +180,28 @@ class BaseModule(L.LightningModule):
         if interval == "auto":  # a scheduler sized in steps (OneCycleLR) steps per batch, others per epoch
             interval = "step" if _takes_total_steps(self.lr_scheduler) else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        callbacks = list(super().configure_callbacks() or [])
+        if any(isinstance(m, FeatureTerms) and len(m) for m in self.modules()):
+            from lightning_kd.callbacks.feature_hooks import FeatureHooks
+
+            callbacks.append(FeatureHooks())
+        return callbacks
+
+    # -- checkpoints without the teachers ------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from lightning_kd import __version__
+
+        checkpoint[CHECKPOINT_VERSION_KEY] = __version__
+        state = checkpoint["state_dict"]
+        for name, teacher in self.teacher_components():
+            for key in teacher.checkpoint_keys(f"{name}."):
+                state.pop(key, None)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from lightning_kd.modules.migrate import migrate_checkpoint
+
+        migrate_checkpoint(self, checkpoint)
+        for name, teacher in self.teacher_components():
+            teacher.refill(checkpoint["state_dict"], f"{name}.")

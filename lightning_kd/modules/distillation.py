@@ -1,9 +1,9 @@
-"""DistillationModule: a frozen teacher, a trainable student, a weighted sum of named loss terms."""
+"""DistillationModule: a teacher component, a trainable student, a weighted sum of named loss terms."""
 
 from __future__ import annotations
 
 import inspect
-import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
-from lightning_kd.checkpoint import load_teacher_weights
-from lightning_kd.feature_mixin import FeatureTermsMixin
+from lightning_kd.core.batch import Batch
+from lightning_kd.core.feature_terms import FeatureTerms
+from lightning_kd.core.model_info import infer_num_classes
+from lightning_kd.core.teacher import TeacherOutput, as_teacher, output_logits
+from lightning_kd.core.terms import FeatureTerm
 from lightning_kd.losses import KDLoss
-from lightning_kd.terms import FeatureTerm
+from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters
 
 
 def _resolve_temperature(temperature: float | None, distill_loss: nn.Module | None) -> float:
@@ -32,7 +34,7 @@ def _resolve_temperature(temperature: float | None, distill_loss: nn.Module | No
     return float(temperature)
 
 
-class DistillationModule(FeatureTermsMixin, BaseModule):
+class DistillationModule(BaseModule):
     """Distil a frozen ``teacher`` into a ``student`` (Hinton et al., 2015, arXiv:1503.02531).
 
     Loss, a weighted sum of named terms (each logged as ``train/loss_<name>``)::
@@ -40,24 +42,24 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         loss = (1 − α) · CE(student, y)  +  α · T² · KL(softmax(t/T) ‖ softmax(s/T))  +  Σ w_k · term_k
                └── "ce" ──────────────┘     └── "kd" ───────────────────────────┘     └ feature_terms ┘
 
-    Feature and relation terms (:class:`~lightning_kd.FeatureTerm`) name student/teacher layers by module
-    path; the module hooks them (through the :class:`~lightning_kd.callbacks.FeatureHooks` callback it adds
-    itself) and builds any connectors from one dry forward pass in ``setup``, before the optimizer exists.
+    The teacher is a component (:class:`~lightning_kd.Teacher`, built from a plain model and the
+    ``teacher_*`` shortcuts, or given as a component such as :class:`~lightning_kd.CachedTeacher`): frozen,
+    in eval mode whatever calls ``.train()``, run under ``no_grad``, fp32 outputs, left out of checkpoints
+    and put back on load. Feature and relation terms (:class:`~lightning_kd.FeatureTerm`) name student and
+    teacher layers by module path; one :class:`~lightning_kd.FeatureTerms` component hooks them and sizes
+    any connectors from one dry forward pass in ``setup``, before the optimizer exists (the example comes
+    from ``example_input_array`` when set, else the first training batch of the data module).
 
-    The teacher is frozen (``requires_grad`` off, never in the optimizer), stays in eval mode whatever calls
-    ``.train()``, runs under ``torch.no_grad()`` and its logits are cast to fp32 before any loss.
-    Checkpoints leave its weights out unless ``save_teacher=True``; resuming and ``load_from_checkpoint``
-    put the live teacher back.
-
-    Subclassing: override :meth:`unpack_batch` (how a batch becomes ``(inputs, targets)``) and/or
-    :meth:`forward_teacher` (how the teacher is called, e.g. a HuggingFace model returning ``.logits``)
-    rather than ``training_step``. :meth:`forward_student` is the student-side twin.
+    Subclassing: override :meth:`unpack_batch` (how a batch becomes ``Batch(inputs, targets, index)``),
+    :meth:`forward_student` (how the student is called) or :meth:`compute_losses` (the named terms), rather
+    than ``training_step``. HuggingFace-style models need no override: dict inputs are passed as keyword
+    arguments and ``.logits`` is read from the output.
 
     Args:
-        teacher: the trained network (YAML: ``class_path``/``init_args``).
+        teacher: the trained network (YAML: ``class_path``/``init_args``) or a teacher component.
         student: the network to train.
-        teacher_ckpt: weights for the teacher: a ClassificationModule/DistillationModule checkpoint or a
-            ``state_dict`` file. ``None`` keeps the teacher as built.
+        teacher_ckpt: weights for a plain teacher network: a ClassificationModule/DistillationModule
+            checkpoint or a ``state_dict`` file. ``None`` keeps the teacher as built.
         temperature: softening temperature ``T > 0`` (a TemperatureScheduler may change it); ``None`` takes
             ``distill_loss``'s own temperature, or 4.
         alpha: weight of the KD term in ``[0, 1]``; CE gets ``1 − α`` (a LossWeightScheduler may change it).
@@ -71,10 +73,11 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
             ``DKDLoss``, ``DISTLoss``, ``LogitStandardizedKDLoss``, ``ReverseKDLoss``, ``JSKDLoss``. Its
             ``temperature`` buffer, if any, follows :attr:`temperature`.
         feature_terms: feature/relation loss terms on intermediate layers (see :class:`FeatureTerm`).
-        save_teacher: also store the teacher's weights in checkpoints.
-        teacher_eval: keep the teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
+        save_teacher: also store a plain teacher's weights in checkpoints.
+        teacher_eval: keep a plain teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
             reach it, for methods that want teacher BN in train mode.
-        compile: compile student and teacher in place with ``torch.compile`` in :meth:`configure_model`.
+        compile: compile the student and the teacher networks in place with ``torch.compile`` in
+            :meth:`configure_model`.
 
     Example:
         >>> from lightning_kd.models import MLP
@@ -101,20 +104,15 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         compile: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        # Under the CLI hparams are the parsed class_path configs (load_from_checkpoint rebuilds everything
-        # from them). From Python they would be pickled modules and callables, which also make the checkpoint
-        # unloadable with torch.load(weights_only=True): leave them out and pass them to load_from_checkpoint.
-        self.save_hyperparameters(
-            ignore=[]
-            if built_by_cli()
-            else ["teacher", "student", "optimizer", "lr_scheduler", "distill_loss", "feature_terms"]
-        )
+        save_plain_hyperparameters(self)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
         temperature = _resolve_temperature(temperature, distill_loss)
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; typical values are 1 to 8.")
-        n_teacher, n_student = infer_num_classes(teacher), infer_num_classes(student)
+        self.teacher = as_teacher(teacher, teacher_ckpt, teacher_eval, save_teacher)
+        self.student = student
+        n_teacher, n_student = self.teacher.num_classes, infer_num_classes(student)
         if n_teacher is not None and n_student is not None and n_teacher != n_student:
             raise ValueError(
                 f"teacher predicts {n_teacher} classes but student predicts {n_student}; "
@@ -124,38 +122,28 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         if num_classes is None:
             raise ValueError("cannot infer the number of classes from the models; pass num_classes=…")
         self.num_classes = num_classes
-
-        if teacher_ckpt is not None:
-            load_teacher_weights(teacher, teacher_ckpt)
-        teacher.requires_grad_(False)  # before strategy setup: DDP's reducer must never see these params
-        self.teacher = teacher.eval() if teacher_eval else teacher
-        self.student = student
-        self.teacher_eval = teacher_eval
-        if teacher_eval:
-            # Lightning >= 2.5.5 warns about modules in eval mode at fit start (#21146); a frozen teacher
-            # always is. Silence exactly that count, so any other module left in eval mode still warns.
-            n = sum(1 for _ in teacher.modules())
-            warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training")
-        self.save_teacher = save_teacher
         self.compile_models = compile  # not ``self.compile``: that is nn.Module's method
         self._compiled = False
 
         distill_loss = distill_loss if distill_loss is not None else KDLoss(temperature)
         self._kd_takes_targets = "targets" in inspect.signature(distill_loss.forward).parameters
         self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": distill_loss})
-        self.feature_terms = nn.ModuleList(feature_terms or [])
-        names = [t.name for t in self.feature_terms]
-        if len(set(names)) != len(names):
-            raise ValueError(f"feature term names must be unique, got {names}.")
-        self.feature_captures = self._make_captures()
-        # device-side copies of the two knobs, for logging: logging a Python float makes Lightning build a
-        # tensor on the GPU each step, a blocking host-to-device copy
-        self.register_buffer("_knobs", torch.zeros(2), persistent=False)  # (temperature, alpha)
+        self.feature_terms = FeatureTerms(feature_terms or [])
+        if len(self.feature_terms) and not self.teacher.serves_features:
+            raise ValueError(
+                f"feature terms {[t.name for t in self.feature_terms]} need the teacher's intermediate features, "
+                f"which a {type(self.teacher).__name__} cannot give (it holds no live model to hook); use a live "
+                "teacher for feature terms, or drop them."
+            )
+        self.feature_terms.bind(student, self.teacher.networks)
+        # device-side copies of the two knobs, for logging without a host-to-device copy per step
+        self.register_buffer("schedule_values", torch.zeros(2), persistent=False)  # (temperature, alpha)
         self.alpha = alpha
         self.temperature = temperature
         self._build_metrics(num_classes)
         self.val_teacher_acc = self.val_acc.clone()
         self.test_teacher_acc = self.test_acc.clone()
+        self._records: dict[str, Tensor] = {}
 
     # -- knobs a callback may turn ------------------------------------------------------------------
     @property
@@ -164,10 +152,10 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        if value <= 0:
+        if not value > 0:
             raise ValueError(f"temperature must be > 0, got {value}.")
         self._temperature = float(value)
-        self._knobs[0].fill_(value)
+        self.schedule_values[0].fill_(value)
         loss = self.loss_terms["kd"]
         own = getattr(loss, "temperature", None)
         if isinstance(own, Tensor):
@@ -184,105 +172,119 @@ class DistillationModule(FeatureTermsMixin, BaseModule):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {value}.")
         self._alpha = float(value)
-        self._knobs[1].fill_(value)
+        self.schedule_values[1].fill_(value)
 
     @property
     def loss_weights(self) -> dict[str, float]:
         """Weight of every named term: ``ce`` = 1 − α, ``kd`` = α, then each feature term's ``weight``."""
-        weights = {"ce": 1.0 - self._alpha, "kd": self._alpha}
-        weights.update({t.name: t.weight for t in self.feature_terms})
-        return weights
+        return {"ce": 1.0 - self._alpha, "kd": self._alpha, **self.feature_terms.weights}
 
-    # -- the two methods a subclass usually overrides ------------------------------------------------
-    def forward_teacher(self, inputs: Any) -> Tensor:
-        """Teacher logits for ``inputs``, without gradient, as fp32."""
-        with torch.no_grad():
-            return self.teacher(inputs).float()
-
-    def teacher_logits(self, batch: Any, inputs: Any) -> Tensor:
-        """Teacher logits for a training batch: :meth:`forward_teacher` on its inputs. A cached-teacher
-        subclass overrides this to look logits up by sample index instead of running the teacher."""
-        return self.forward_teacher(inputs)
-
+    # -- the models -----------------------------------------------------------------------------------
     def forward_student(self, inputs: Any) -> Tensor:
-        """Student logits for ``inputs``."""
-        return self.student(inputs)
+        """Student logits for ``inputs`` (dict inputs are passed as keyword arguments)."""
+        out = self.student(**inputs) if isinstance(inputs, Mapping) else self.student(inputs)
+        return output_logits(out, "student")
+
+    def forward_teacher(self, batch: Batch, training: bool) -> TeacherOutput:
+        """The teacher's answer for ``batch``. In training the sample indices and the epoch go with it, so a
+        cached teacher can look up the exact view it stored."""
+        if training:
+            return self.teacher(batch.inputs, batch.index, self.current_epoch)
+        return self.teacher(batch.inputs)
 
     def forward(self, inputs: Any) -> Tensor:
         return self.forward_student(inputs)
 
-    def train(self, mode: bool = True) -> DistillationModule:
-        super().train(mode)
-        if self.teacher_eval:
-            self.teacher.eval()
-        return self
-
     def configure_model(self) -> None:
-        """With ``compile=True``, compile student and teacher in place (``Module.compile``: state-dict keys get
-        no ``_orig_mod.`` prefix). Feature hooks are registered first (LIGHTNING.md #16): Dynamo does not guard
-        on module hooks, so a compiled module keeps running the hooks it had when first traced and ignores any
-        added later. ``FeatureHooks`` registering them at fit start is then a no-op."""
+        """With ``compile=True``, compile the student and the teacher networks in place (``Module.compile``:
+        state-dict keys get no ``_orig_mod.`` prefix). Feature hooks are attached first (LIGHTNING.md #16):
+        Dynamo does not guard on module hooks, so a compiled module keeps the hooks it had when traced."""
         if not self.compile_models or self._compiled:
             return  # Lightning calls this hook on every fit/validate/test: compile once
-        for capture in self.feature_captures.values():
-            capture.register()
+        self.feature_terms.attach()
         self.student.compile()
-        self.teacher.compile()
+        for network in self.teacher.networks:
+            network.compile()
         self._compiled = True
 
+    # -- fit set-up: the teacher's preparation and the feature-term dry run ------------------------------
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        self.teacher.prepare_fit(datamodule, max_epochs)
+        if self.feature_terms.needs_dry_run:
+            names = [t.name for t in self.feature_terms if t.needs_connectors]
+            self._dry_run(self.example_batch(f"feature terms {names} size their connectors from it"))
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self.teacher.release()
+
+    def _dry_run(self, batch: Batch) -> None:
+        modes = {m: m.training for m in self.modules()}
+        self.eval()  # student BN statistics, CRD memory banks: the dry run changes nothing
+        try:
+            with torch.no_grad():
+                self.feature_terms.build(
+                    lambda: (self.forward_student(batch.inputs), self.forward_teacher(batch, training=False)),
+                    batch.index,
+                )
+        finally:
+            for module, mode in modes.items():  # per submodule: a user's frozen BN stays frozen
+                module.training = mode
+
     # -- loss ---------------------------------------------------------------------------------------
-    def compute_losses(
-        self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, indices: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """Unweighted value of every named term (feature terms read the features hooked in this step)."""
+    def compute_losses(self, student_logits: Tensor, teacher: TeacherOutput, batch: Batch) -> dict[str, Tensor]:
+        """Unweighted value of every named term (feature terms read the features captured in this step)."""
+        targets = batch.targets
+        kd_args = (targets,) if self._kd_takes_targets else ()
         losses = {
             "ce": self.loss_terms["ce"](student_logits.float(), targets),
-            "kd": self.loss_terms["kd"](student_logits, teacher_logits, *([targets] if self._kd_takes_targets else [])),
+            "kd": self.loss_terms["kd"](student_logits, teacher.logits, *kd_args),
         }
-        for term in self.feature_terms:
-            s, t = self.features("student", term.capture), self.features("teacher", term.capture)
-            losses[term.name] = term(s, t, indices)
+        losses.update(self.feature_terms.compute(batch.index))
         return losses
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs, targets = self.unpack_batch(batch)
-        student_logits = self.forward_student(inputs)
-        teacher_logits = self.teacher_logits(batch, inputs)
-        terms = self.compute_losses(student_logits, teacher_logits, targets, self.batch_indices(batch))
+    def weighted_sum(self, terms: dict[str, Tensor]) -> Tensor:
+        """``Σ w_name · term_name`` with :attr:`loss_weights`."""
         weights = self.loss_weights
-        loss = sum(weights[name] * value for name, value in terms.items())
+        return sum(weights[name] * value for name, value in terms.items())
+
+    def record(self, name: str, value: Tensor) -> None:
+        """Log a per-step value with the loss terms, as ``train/<name>`` (e.g. a per-teacher KD term)."""
+        self._records[name] = value
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        batch = self.unpack_batch(batch)
+        self._records: dict[str, Tensor] = {}
+        with self.feature_terms.capturing():
+            student_logits = self.forward_student(batch.inputs)
+            teacher = self.forward_teacher(batch, training=True)
+        terms = self.compute_losses(student_logits, teacher, batch)
+        loss = self.weighted_sum(terms)
+        self.log_train(loss, terms)
+        return loss
+
+    def log_train(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+        """Log the step's loss, its named terms, the temperature and α."""
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value)
-        self.log("train/temperature", self._knobs[0])
-        self.log("train/alpha", self._knobs[1])
-        return loss
+        for name, value in self._records.items():
+            self.log(f"train/{name}", value)
+        self.log("train/temperature", self.schedule_values[0])
+        self.log("train/alpha", self.schedule_values[1])
 
-    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
-        inputs, targets = self.unpack_batch(batch)
-        student_logits = self.forward_student(inputs)
-        teacher_logits = self.forward_teacher(inputs)
-        acc, teacher_acc = (
-            (self.val_acc, self.val_teacher_acc) if stage == "val" else (self.test_acc, self.test_teacher_acc)
-        )
-        acc(student_logits, targets)
-        teacher_acc(teacher_logits, targets)
-        self.log(f"{stage}/loss", F.cross_entropy(student_logits.float(), targets), sync_dist=True)
+    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
+        student_logits = self.forward_student(batch.inputs)
+        teacher = self.forward_teacher(batch, training=False)
+        acc = self.val_acc if stage == "val" else self.test_acc
+        acc(student_logits, batch.targets)
+        self.log(f"{stage}/loss", F.cross_entropy(student_logits.float(), batch.targets), sync_dist=True)
         self.log(f"{stage}/acc", acc, prog_bar=True)
-        self.log(f"{stage}/teacher_acc", teacher_acc)
-
-    # -- checkpoints without the teacher ------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._save_connector_shapes(checkpoint)
-        if not self.save_teacher:
-            state = checkpoint["state_dict"]
-            # a teacher in train mode (teacher_eval=False) updates its BN statistics: keep those buffers
-            keep = {f"teacher.{n}" for n, _ in self.teacher.named_buffers()} if not self.teacher_eval else set()
-            for key in [k for k in state if k.startswith("teacher.") and k not in keep]:
-                del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rebuild_connectors(checkpoint)
-        state = checkpoint["state_dict"]
-        for key, value in self.teacher.state_dict().items():  # the live teacher fills what was left out
-            state.setdefault(f"teacher.{key}", value)
+        if teacher.logits is not None:  # a cache without a model has nothing to say on held-out data
+            teacher_acc = self.val_teacher_acc if stage == "val" else self.test_teacher_acc
+            teacher_acc(teacher.logits, batch.targets)
+            self.log(f"{stage}/teacher_acc", teacher_acc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -12,45 +11,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_kd.base import BaseModule, built_by_cli, infer_num_classes
-
-
-def dml_losses(logits: Sequence[Tensor], targets: Tensor, temperature: float = 1.0, kl_weight: float = 1.0) -> Tensor:
-    """Per-student Deep Mutual Learning losses (Zhang, Xiang, Hospedales & Lu, 2018, arXiv:1706.00384,
-    §"Extension to larger student cohorts")::
-
-        L_i = CE(z_i, y) + kl_weight · T² · 1/(S − 1) · Σ_{j≠i} KL(softmax(z_j/T).detach() ‖ softmax(z_i/T))
-
-    The paper uses ``T = 1`` and ``kl_weight = 1``; ``T²`` keeps the KL gradient scale independent of ``T``
-    (as in Hinton KD). Peers are detached, so ``L_i`` only trains student ``i`` and ``Σ_i L_i`` can be minimised
-    by one optimizer: the gradient of the sum for student ``i`` is that of ``L_i``.
-
-    Args:
-        logits: ``S >= 2`` tensors ``(N, C)``, one per student.
-        targets: ``(N,)`` class indices.
-        temperature: softening temperature ``T > 0`` of the KL terms.
-        kl_weight: weight of the mimicry (KL) term.
-
-    Returns:
-        ``(S,)``: ``L_i`` for every student.
-
-    Example:
-        >>> z = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]])]
-        >>> dml_losses(z, torch.tensor([0])).shape
-        torch.Size([2])
-    """
-    if len(logits) < 2:
-        raise ValueError(f"mutual learning needs at least 2 students' logits, got {len(logits)}.")
-    log_p = [F.log_softmax(z.float() / temperature, dim=-1) for z in logits]  # S × (N, C)
-    losses = []
-    for i, (z, log_p_i) in enumerate(zip(logits, log_p)):
-        kl = sum(
-            F.kl_div(log_p_i, log_p_j.detach(), reduction="batchmean", log_target=True)
-            for j, log_p_j in enumerate(log_p)
-            if j != i
-        )
-        losses.append(F.cross_entropy(z.float(), targets) + kl_weight * temperature**2 * kl / (len(logits) - 1))
-    return torch.stack(losses)
+from lightning_kd.core.batch import Batch
+from lightning_kd.core.model_info import infer_num_classes
+from lightning_kd.losses import dml_losses
+from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters
 
 
 class MutualLearning(BaseModule):
@@ -93,8 +57,7 @@ class MutualLearning(BaseModule):
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        # See DistillationModule: from Python, modules and callables stay out of the (weights-only) checkpoint.
-        self.save_hyperparameters(ignore=[] if built_by_cli() else ["students", "optimizer", "lr_scheduler"])
+        save_plain_hyperparameters(self)
         if len(students) < 2:
             raise ValueError(f"MutualLearning needs at least 2 students, got {len(students)}; add a peer.")
         if temperature <= 0:
@@ -122,8 +85,8 @@ class MutualLearning(BaseModule):
         return [{"params": [p for p in s.parameters() if p.requires_grad]} for s in self.students]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        inputs, targets = self.unpack_batch(batch)
-        losses = dml_losses([s(inputs) for s in self.students], targets, self.temperature, self.kl_weight)
+        batch = self.unpack_batch(batch)
+        losses = dml_losses([s(batch.inputs) for s in self.students], batch.targets, self.temperature, self.kl_weight)
         loss = losses.sum()
         self.log("train/loss", loss, prog_bar=True)
         for i, value in enumerate(losses):
@@ -133,12 +96,11 @@ class MutualLearning(BaseModule):
             self.log("train/temperature", self.temperature)
         return loss
 
-    def _eval_step(self, batch: Any, stage: Literal["val", "test"]) -> None:
-        inputs, targets = self.unpack_batch(batch)
-        logits = self(inputs).float()  # (S, N, C)
+    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
+        logits = self(batch.inputs).float()  # (S, N, C)
         for acc, z in zip(getattr(self, f"{stage}_accs"), logits):
-            acc.update(z, targets)
-        ce = torch.stack([F.cross_entropy(z, targets) for z in logits]).mean()
+            acc.update(z, batch.targets)
+        ce = torch.stack([F.cross_entropy(z, batch.targets) for z in logits]).mean()
         self.log(f"{stage}/loss", ce, sync_dist=True)
 
     def _log_accuracies(self, stage: Literal["val", "test"]) -> None:
@@ -150,22 +112,15 @@ class MutualLearning(BaseModule):
         for acc in metrics:
             acc.reset()
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
     def on_validation_epoch_end(self) -> None:
         self._log_accuracies("val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_accuracies("test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Every student's class probabilities, ``(S, N, C)``."""
-        inputs = self.unpack_batch(batch)[0] if isinstance(batch, (list, tuple, dict)) else batch
-        return self(inputs).softmax(-1)
+        return self(self.unpack_batch(batch).inputs).softmax(-1)
 
     def export_student(self, i: int) -> nn.Module:
         """Student ``i`` (the live module: copy it before changing it)."""

@@ -1,11 +1,14 @@
 """Logit (response-based) distillation losses."""
 
-from lightning_kd.losses.logit.dist import DISTLoss, dist_loss
+from lightning_kd.losses.logit.adversarial import discriminator_loss, fooling_loss
+from lightning_kd.losses.logit.dist_correlation import DISTLoss, dist_loss
 from lightning_kd.losses.logit.divergence import JSKDLoss, ReverseKDLoss, js_kd_loss, reverse_kd_loss
 from lightning_kd.losses.logit.dkd import DKDLoss, dkd_loss, dkd_terms, dkd_warmup
+from lightning_kd.losses.logit.ensemble import confidence_weights, ensemble_kd_loss, per_teacher_kd
 from lightning_kd.losses.logit.kd import KDLoss, kd_loss
 from lightning_kd.losses.logit.label_smoothing import LabelSmoothingLoss, label_smoothing_loss
-from lightning_kd.losses.logit.ls_kd import LogitStandardizedKDLoss, logit_standardized_kd_loss
+from lightning_kd.losses.logit.logit_standardization import LogitStandardizedKDLoss, logit_standardized_kd_loss
+from lightning_kd.losses.logit.mutual import dml_losses
 
 __all__ = [
     "DISTLoss",
@@ -15,7 +18,13 @@ __all__ = [
     "LabelSmoothingLoss",
     "LogitStandardizedKDLoss",
     "ReverseKDLoss",
+    "confidence_weights",
+    "discriminator_loss",
     "dist_loss",
+    "dml_losses",
+    "ensemble_kd_loss",
+    "fooling_loss",
+    "per_teacher_kd",
     "dkd_loss",
     "dkd_terms",
     "dkd_warmup",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_kd.losses.logit._common import as_rows, check_same_logits
+from lightning_kd.losses.logit._common import as_rows, check_same_logits, kl_rows
 from lightning_kd.losses.logit.kd import TemperatureLoss, _check_temperature
 
 
@@ -31,11 +31,6 @@ def _log_probs(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     log_p_s = F.log_softmax(as_rows(student_logits) / temperature, dim=1)
     log_p_t = F.log_softmax(as_rows(teacher_logits.detach()) / temperature, dim=1)
     return log_p_s, log_p_t
-
-
-def _kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """``KL(p ‖ q)`` of each row from log-probabilities; gradient flows into both arguments."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def reverse_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 4.0) -> Tensor:
@@ -57,7 +52,7 @@ def reverse_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature:
         0.4338
     """
     log_p_s, log_p_t = _log_probs(student_logits, teacher_logits, temperature, "reverse_kd_loss")
-    return _kl_rows(log_p_s, log_p_t).mean() * temperature**2
+    return kl_rows(log_p_s, log_p_t).mean() * temperature**2
 
 
 def js_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 4.0) -> Tensor:
@@ -80,7 +75,7 @@ def js_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     """
     log_p_s, log_p_t = _log_probs(student_logits, teacher_logits, temperature, "js_kd_loss")
     log_m = torch.logaddexp(log_p_s, log_p_t) - math.log(2.0)  # log((p_s + p_t) / 2), stable
-    js = 0.5 * _kl_rows(log_p_t, log_m) + 0.5 * _kl_rows(log_p_s, log_m)
+    js = 0.5 * kl_rows(log_p_t, log_m) + 0.5 * kl_rows(log_p_s, log_m)
     return js.mean() * temperature**2
 
 

@@ -29,18 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_kd.losses.logit._common import as_rows, check_logits, check_nonnegative, check_same_logits, target_rows
+from lightning_kd.losses.logit._common import (
+    as_rows,
+    check_logits,
+    check_nonnegative,
+    check_same_logits,
+    kl_rows,
+    target_rows,
+)
 from lightning_kd.losses.logit.kd import _check_temperature
 
 
 def _check_weights(alpha: float | Tensor, beta: float | Tensor) -> None:
     check_nonnegative("alpha", alpha, "the weight of TCKD", 1.0)
     check_nonnegative("beta", beta, "the weight of NCKD", 8.0)
-
-
-def _kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """``KL(p ‖ q)`` of each row, from log-probabilities: ``(M, K) -> (M,)``."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def _split(logits: Tensor, targets: Tensor, others: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,8 +86,8 @@ def dkd_terms(
     log_b_s, log_hat_s = _split(s, y, others)
     log_b_t, log_hat_t = _split(t, y, others)
     scale = temperature**2
-    tckd = _kl_rows(log_b_t, log_b_s).mean() * scale
-    nckd = _kl_rows(log_hat_t, log_hat_s).mean() * scale
+    tckd = kl_rows(log_b_t, log_b_s).mean() * scale
+    nckd = kl_rows(log_hat_t, log_hat_s).mean() * scale
     return tckd, nckd
 
 

@@ -1,0 +1,19 @@
+"""The LightningModules: distillation (one teacher), multi-teacher, adversarial, mutual learning, and plain
+classification (teachers and the student-alone baseline). Each composes the core components (teacher,
+batch, feature terms) and adds only what is its own."""
+
+from lightning_kd.modules.adversarial import AdversarialDistillation
+from lightning_kd.modules.classification import ClassificationModule
+from lightning_kd.modules.common import BaseModule
+from lightning_kd.modules.distillation import DistillationModule
+from lightning_kd.modules.multi_teacher import MultiTeacherDistillation
+from lightning_kd.modules.mutual import MutualLearning
+
+__all__ = [
+    "AdversarialDistillation",
+    "BaseModule",
+    "ClassificationModule",
+    "DistillationModule",
+    "MultiTeacherDistillation",
+    "MutualLearning",
+]
