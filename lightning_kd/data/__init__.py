@@ -1,4 +1,13 @@
-"""LightningDataModules: digits (embedded default), Fashion-MNIST, CIFAR-10/100."""
+"""LightningDataModules: digits (embedded default), Fashion-MNIST, CIFAR-10/100, and text for language models.
+
+The text modules need the ``llm`` extra (``tokenizers``; ``transformers`` to save a tokenizer with a model);
+they are imported on first use, so the image modules work without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from lightning_kd.data.augment import random_crop_flip
 from lightning_kd.data.base import InMemoryDataModule, TensorClassificationDataset
@@ -6,6 +15,15 @@ from lightning_kd.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_kd.data.digits import DigitsDataModule
 from lightning_kd.data.fashion_mnist import FashionMNISTDataModule
 from lightning_kd.data.idx import read_idx
+
+_TEXT = {
+    "PackedTextDataModule": "lightning_kd.data.text",
+    "PromptResponseDataModule": "lightning_kd.data.prompt_response",
+    "TextCorpus": "lightning_kd.data.text_corpus",
+    "stdlib_corpus": "lightning_kd.data.text_corpus",
+    "train_bpe_tokenizer": "lightning_kd.data.tokenizer",
+    "vocab_fingerprint": "lightning_kd.data.tokenizer",
+}
 
 __all__ = [
     "CIFAR10DataModule",
@@ -16,4 +34,19 @@ __all__ = [
     "TensorClassificationDataset",
     "random_crop_flip",
     "read_idx",
+    *_TEXT,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _TEXT.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_kd.data' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"{name} needs the package {err.name!r}: pip install 'lightning-kd[llm]'", name=err.name
+        ) from err
+    globals()[name] = value
+    return value

@@ -1,0 +1,223 @@
+"""Text data for causal-LM distillation: a corpus packed into equal sequences, and what text data modules share.
+
+Text data modules (this one and :class:`~lightning_kd.data.prompt_response.PromptResponseDataModule`) yield
+dict batches ``{"input_ids", "attention_mask", "labels"}``, each ``(B, L)`` int64. ``labels`` are
+``input_ids`` with ``-100`` where no loss is taken (padding, prompt tokens) and are **not shifted**: the model
+shifts once (position ``t``'s logits are scored against ``labels[:, t + 1]``), as transformers' causal-LM
+models do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_kd.data.text_corpus import TextCorpus, stdlib_corpus
+from lightning_kd.data.tokenizer import EOS_TOKEN, PAD_TOKEN, token_id, train_bpe_tokenizer, vocab_fingerprint
+
+IGNORE_INDEX = -100
+"""The label of a position that takes no loss (PyTorch's ``cross_entropy`` default ``ignore_index``)."""
+
+
+class TokenizerProperties:
+    """What every text data module exposes about its ``tokenizer``: sizes, special ids, fingerprint."""
+
+    tokenizer: Tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the tokenizer's vocabulary, special tokens included: the models' embedding rows."""
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def eos_token_id(self) -> int:
+        """Id of ``<|endoftext|>``: ends each document and response."""
+        return token_id(self.tokenizer, EOS_TOKEN)
+
+    @property
+    def pad_token_id(self) -> int:
+        """Id of ``<|pad|>``: fills padded positions (which are masked out of attention and labels)."""
+        return token_id(self.tokenizer, PAD_TOKEN)
+
+    @property
+    def vocab_fingerprint(self) -> str:
+        """:func:`~lightning_kd.data.tokenizer.vocab_fingerprint` of the tokenizer: what teacher and student share."""
+        return vocab_fingerprint(self.tokenizer)
+
+
+def seeded_loader(
+    dataset: Dataset, batch_size: int, train: bool, seed: int, num_workers: int, collate: Any
+) -> DataLoader:
+    """A DataLoader whose training order depends only on ``seed`` (paired runs see the same batches)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        # a generator of its own, not the global RNG: the order survives whatever else draws random numbers
+        generator=torch.Generator().manual_seed(seed) if train else None,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class PackedSequences(Dataset):
+    """Rows of a ``(N, L)`` token array as causal-LM samples; whole batches come from ``__getitems__``."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        input_ids = torch.from_numpy(self.ids[np.asarray(indices)].astype(np.int64))  # (B, L)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+
+
+def _keep_batch(batch: Any) -> Any:
+    """Collate for :class:`PackedSequences`: ``__getitems__`` already returns the batch."""
+    return batch
+
+
+class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
+    """A corpus as one token stream cut into equal sequences: causal-LM pre-training data, no padding.
+
+    Documents (files) are tokenised with a byte-level BPE tokenizer trained on the training files, each followed
+    by the end-of-text token, concatenated, and cut into ``seq_len`` tokens per sequence (the stream's tail
+    shorter than ``seq_len`` is dropped). A sequence may span two documents, separated by end-of-text.
+    Validation files are held out by a hash of their path (:meth:`~lightning_kd.data.text_corpus.TextCorpus.split`).
+    The token streams are cached as ``.npy`` (uint16 when the vocabulary allows) under ``cache_dir``, keyed by
+    the split's content hash and the tokenizer's fingerprint (packing is a reshape, so ``seq_len`` is free to
+    change). ``vocab_size``, ``eos_token_id``, ``pad_token_id``, ``vocab_fingerprint`` and ``tokenizer`` are
+    available before ``setup`` (the tokenizer is trained or loaded on first use), e.g. to size a model.
+
+    Args:
+        text_files: text files, one document each. With ``text_dir`` unset and this ``None``: the CPython
+            standard-library corpus (:func:`~lightning_kd.data.text_corpus.stdlib_corpus`).
+        text_dir: a directory of text files, taken with ``pattern``.
+        pattern: glob of the files under ``text_dir`` (``**`` recurses).
+        batch_size: sequences per batch (training drops the last incomplete batch).
+        seq_len: tokens per sequence.
+        vocab_size: size of the BPE vocabulary to train.
+        val_fraction: share of files held out for validation.
+        cache_dir: where the tokenizer and token streams are saved and reused.
+        seed: seed of the training batch order (the split does not depend on it). Under a distributed strategy
+            Lightning swaps in its own sampler, which orders by the ``seed_everything`` seed instead.
+        num_workers: DataLoader workers.
+        max_train_tokens: keep only the first this many training tokens (quick runs); ``None``: all.
+        min_frequency: minimum count of a pair for a BPE merge.
+
+    Example:
+        >>> dm = PackedTextDataModule(seq_len=128); dm.setup()  # doctest: +SKIP
+        >>> next(iter(dm.train_dataloader()))["input_ids"].shape  # doctest: +SKIP
+        torch.Size([32, 128])
+    """
+
+    def __init__(
+        self,
+        text_files: Sequence[str] | None = None,
+        text_dir: str | None = None,
+        pattern: str = "**/*.txt",
+        batch_size: int = 32,
+        seq_len: int = 128,
+        vocab_size: int = 4096,
+        val_fraction: float = 0.05,
+        cache_dir: str = "runs/lm/data",
+        seed: int = 0,
+        num_workers: int = 0,
+        max_train_tokens: int | None = None,
+        min_frequency: int = 2,
+    ) -> None:
+        super().__init__()
+        if text_files is not None and text_dir is not None:
+            raise ValueError(f"Pass text_files or text_dir, not both (got text_dir={text_dir!r}).")
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction={val_fraction} must be in (0, 1), e.g. 0.05 for 5% of the files.")
+        if max_train_tokens is not None and max_train_tokens < seq_len:
+            raise ValueError(
+                f"max_train_tokens={max_train_tokens} is less than one sequence: use at least seq_len={seq_len}."
+            )
+        if text_files is not None:
+            self.corpus = TextCorpus.from_files(text_files)
+        elif text_dir is not None:
+            self.corpus = TextCorpus.from_directory(text_dir, pattern)
+        else:
+            self.corpus = stdlib_corpus()
+        self.train_corpus, self.val_corpus = self.corpus.split(val_fraction)
+        self.batch_size, self.seq_len, self.bpe_vocab_size = batch_size, seq_len, vocab_size
+        self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
+        self.max_train_tokens, self.min_frequency = max_train_tokens, min_frequency
+        self._tokenizer: Tokenizer | None = None
+        self.splits: dict[str, PackedSequences] = {}
+        self.stats: dict[str, int] = {}
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The BPE tokenizer of the training files (trained, or loaded from ``cache_dir``, on first use)."""
+        if self._tokenizer is None:
+            self._tokenizer = train_bpe_tokenizer(
+                self.train_corpus, self.bpe_vocab_size, self.cache_dir, self.min_frequency
+            )
+        return self._tokenizer
+
+    def token_stream(self, corpus: TextCorpus) -> np.ndarray:
+        """The corpus's documents tokenised, each followed by end-of-text: ``(T,)``; cached under ``cache_dir``."""
+        dtype = np.uint16 if self.vocab_size <= 2**16 else np.int32
+        path = self.cache_dir / f"tokens-{corpus.sha256[:16]}-{self.vocab_fingerprint[:16]}.npy"
+        if path.is_file():
+            return np.load(path)
+        eos, texts, parts = np.array([self.eos_token_id], dtype=dtype), corpus.texts(), []
+        for start in range(0, len(texts), 64):  # in chunks: encodings hold offsets too, ~100 bytes per token
+            for encoding in self.tokenizer.encode_batch(texts[start : start + 64], add_special_tokens=False):
+                parts += [np.asarray(encoding.ids, dtype=dtype), eos]
+        stream = np.concatenate(parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")  # atomic: another rank may read it
+        np.save(tmp, stream)
+        os.replace(tmp, path)
+        return stream
+
+    def prepare_data(self) -> None:
+        self.setup()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for name, corpus in (("train", self.train_corpus), ("val", self.val_corpus)):
+            stream = self.token_stream(corpus)
+            if name == "train" and self.max_train_tokens is not None:
+                stream = stream[: self.max_train_tokens]
+            n = len(stream) // self.seq_len
+            if n == 0:
+                raise ValueError(
+                    f"The {name} split ({len(corpus.files)} files) has {len(stream)} tokens, fewer than "
+                    f"seq_len={self.seq_len}: lower seq_len, or add text (or raise val_fraction for val)."
+                )
+            self.splits[name] = PackedSequences(stream[: n * self.seq_len].reshape(n, self.seq_len))
+            self.stats.update({f"{name}_files": len(corpus.files), f"{name}_chars": corpus.num_chars})
+            self.stats.update({f"{name}_tokens": len(stream), f"{name}_sequences": n})
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return seeded_loader(self.splits["train"], self.batch_size, True, self.seed, self.num_workers, _keep_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return seeded_loader(self.splits["val"], self.batch_size, False, self.seed, self.num_workers, _keep_batch)

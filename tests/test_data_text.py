@@ -1,0 +1,355 @@
+"""Text data for causal-LM distillation: stdlib corpus rule, split by file, BPE cache, fingerprints, batches."""
+
+from __future__ import annotations
+
+import json
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_kd.data import tokenizer as tokenizer_module
+from lightning_kd.data.prompt_response import PromptResponseDataModule, read_prompt_response
+from lightning_kd.data.text import PackedTextDataModule
+from lightning_kd.data.text_corpus import STDLIB_EXCLUDED_DIRS, TextCorpus, path_fraction, stdlib_corpus
+from lightning_kd.data.tokenizer import (
+    EOS_TOKEN,
+    PAD_TOKEN,
+    as_transformers_tokenizer,
+    train_bpe_tokenizer,
+    vocab_fingerprint,
+)
+
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "sigma", "omega"]
+
+
+def _write_corpus(folder: Path, n: int = 12, suffix: str = ".py", offset: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(offset, offset + n):
+        name = WORDS[i % len(WORDS)]
+        body = "".join(f"def {name}_{j}(x, y={j}):\n    return x * {i} + y - {j}  # café ✓\n" for j in range(15))
+        (folder / f"mod_{i:02d}{suffix}").write_text(f'"""Module {i}."""\n\n{body}', encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def corpus_dir(tmp_path) -> Path:
+    return _write_corpus(tmp_path / "corpus")
+
+
+def _tiny_module(corpus_dir: Path, cache: Path, **kwargs) -> PackedTextDataModule:
+    args = dict(text_dir=str(corpus_dir), pattern="*.py", vocab_size=300, val_fraction=0.3, cache_dir=str(cache))
+    return PackedTextDataModule(**{**args, "seq_len": 16, "batch_size": 4, **kwargs})
+
+
+# --- corpus --------------------------------------------------------------------------------------------------
+
+
+def test_stdlib_corpus_follows_the_pinned_rule():
+    corpus = stdlib_corpus()
+    root = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    # the rule, computed independently: every .py below root minus excluded directories and test_*.py files
+    expected = set()
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if not set(rel.parts[:-1]) & STDLIB_EXCLUDED_DIRS and not rel.name.startswith("test_"):
+            expected.add(rel.as_posix())
+    assert set(corpus.files) == expected and list(corpus.files) == sorted(expected)
+    assert {"os.py", "json/__init__.py", "unittest/case.py", "turtledemo/__main__.py"} <= set(corpus.files)
+    for excluded in ("site-packages", "test", "unittest/test", "idlelib/idle_test", "lib2to3/tests"):
+        if (root / excluded).is_dir():  # present in this installation: then it must be left out
+            assert not [f for f in corpus.files if f.startswith(f"{excluded}/")], excluded
+    assert corpus.label.endswith(f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro} stdlib")
+    if sys.version_info[:3] == (3, 11, 7) and sys.platform == "linux":
+        assert len(corpus.files) == 734 and corpus.num_chars == 12_117_233
+    train, val = corpus.split(0.05)
+    assert 0.02 < len(val.files) / len(corpus.files) < 0.09
+
+
+def test_stdlib_rule_on_a_fake_tree(tmp_path, monkeypatch):
+    kept = ["a.py", "pkg/__init__.py", "pkg/testing.py", "turtledemo/demo.py", "pkg/sub/b.py"]
+    left_out = [
+        "test_a.py",
+        "pkg/test_b.py",
+        "test/regrtest.py",
+        "pkg/tests/t.py",
+        "idlelib/idle_test/t.py",
+        "site-packages/numpy/core.py",
+        "dist-packages/x.py",
+        "__pycache__/a.py",
+        "pkg/test/deep/x.py",
+        "notes.txt",
+    ]
+    for rel in kept + left_out:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
+    assert stdlib_corpus().files == tuple(sorted(kept))
+
+
+def test_split_by_file_is_deterministic_disjoint_and_stable(tmp_path):
+    folder = _write_corpus(tmp_path / "c", n=40, suffix=".txt")
+    corpus = TextCorpus.from_directory(folder)
+    train, val = corpus.split(0.25)
+    assert (train.files, val.files) == tuple(f.files for f in TextCorpus.from_directory(folder).split(0.25))
+    assert not set(train.files) & set(val.files) and set(train.files) | set(val.files) == set(corpus.files)
+    assert set(val.files) == {f for f in corpus.files if path_fraction(f) < 0.25} and 4 <= len(val.files) <= 16
+    # a new file does not move the others
+    _write_corpus(folder, n=1, suffix=".txt", offset=40)
+    train2, val2 = TextCorpus.from_directory(folder).split(0.25)
+    assert set(val.files) <= set(val2.files) and set(train.files) <= set(train2.files)
+    # each side keeps at least one file whatever the fraction
+    small = TextCorpus.from_files(sorted(folder.glob("*.txt"))[:3])
+    assert [len(s.files) for s in small.split(1e-9)] == [2, 1]
+    assert [len(s.files) for s in small.split(1 - 1e-9)] == [1, 2]
+
+
+def test_corpus_hashes_and_reading(tmp_path, corpus_dir):
+    corpus = TextCorpus.from_directory(corpus_dir, "*.py")
+    sha, paths_sha = corpus.sha256, corpus.paths_sha256
+    (corpus_dir / "mod_00.py").write_text("changed", encoding="utf-8")
+    again = TextCorpus.from_directory(corpus_dir, "*.py")
+    assert again.paths_sha256 == paths_sha and again.sha256 != sha  # edits change the content hash only
+    (corpus_dir / "bad.py").write_bytes(b"ok \xff\xfe end")
+    assert TextCorpus.from_directory(corpus_dir, "*.py").read("bad.py") == "ok \ufffd\ufffd end"
+
+
+def test_corpus_errors_name_the_path(tmp_path, corpus_dir):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        TextCorpus.from_directory(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"\*\.md"):
+        TextCorpus.from_directory(corpus_dir, "*.md")
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        TextCorpus.from_files([corpus_dir / "mod_00.py", corpus_dir / "missing.txt"])
+    with pytest.raises(ValueError, match="at least two"):
+        TextCorpus.from_files([corpus_dir / "mod_00.py"]).split(0.1)
+    with pytest.raises(ValueError, match="val_fraction=1.5"):
+        TextCorpus.from_directory(corpus_dir, "*.py").split(1.5)
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------------
+
+
+def test_tokenizer_is_reused_not_retrained(tmp_path, corpus_dir, monkeypatch):
+    corpus = TextCorpus.from_directory(corpus_dir, "*.py")
+    first = train_bpe_tokenizer(corpus, 300, tmp_path / "cache")
+    (saved,) = (tmp_path / "cache").glob("bpe-300-*/tokenizer.json")
+    assert first.get_vocab_size() == 300
+    assert json.loads((saved.parent / "settings.json").read_text())["vocab_size"] == 300
+    mtime = saved.stat().st_mtime_ns
+
+    def fail(*args, **kwargs):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(tokenizer_module, "_train_bpe", fail)
+    second = train_bpe_tokenizer(corpus, 300, tmp_path / "cache")
+    assert saved.stat().st_mtime_ns == mtime and vocab_fingerprint(second) == vocab_fingerprint(first)
+    with pytest.raises(AssertionError, match="retrained"):  # other settings: a new tokenizer, in its own folder
+        train_bpe_tokenizer(corpus, 320, tmp_path / "cache")
+
+
+def test_tokenizer_refuses_a_file_it_did_not_write(tmp_path, corpus_dir):
+    corpus = TextCorpus.from_directory(corpus_dir, "*.py")
+    train_bpe_tokenizer(corpus, 300, tmp_path / "cache")
+    (saved,) = (tmp_path / "cache").glob("bpe-300-*/tokenizer.json")
+    meta_path = saved.parent / "settings.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "min_frequency": 5}))
+    with pytest.raises(FileExistsError, match=r"tokenizer\.json.*min_frequency: 5 there, 2 wanted"):
+        train_bpe_tokenizer(corpus, 300, tmp_path / "cache")
+    meta_path.write_text(json.dumps({**meta, "vocab_fingerprint": "0" * 64}))
+    with pytest.raises(FileExistsError, match="modified"):
+        train_bpe_tokenizer(corpus, 300, tmp_path / "cache")
+    meta_path.unlink()
+    user_file = saved.read_text()
+    with pytest.raises(FileExistsError, match=f"{saved}.*settings.json"):
+        train_bpe_tokenizer(corpus, 300, tmp_path / "cache")
+    assert saved.read_text() == user_file and not meta_path.exists()
+    with pytest.raises(ValueError, match="vocab_size=100"):
+        train_bpe_tokenizer(corpus, 100)
+
+
+def test_vocab_fingerprint_is_identity_not_size(tmp_path, corpus_dir):
+    from transformers import AutoTokenizer
+
+    tok = train_bpe_tokenizer(TextCorpus.from_directory(corpus_dir, "*.py"), 300)
+    fast = as_transformers_tokenizer(tok, model_max_length=64)
+    fast.save_pretrained(tmp_path / "hf")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert loaded.eos_token_id == tok.token_to_id(EOS_TOKEN) and loaded.pad_token_id == tok.token_to_id(PAD_TOKEN)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    fp = vocab_fingerprint(tok)
+    assert fp == vocab_fingerprint(fast) == vocab_fingerprint(loaded)
+    assert fp == vocab_fingerprint(vocab, [EOS_TOKEN, PAD_TOKEN])
+    assert vocab_fingerprint(vocab) != fp  # which tokens are special is part of it
+    other_text = tmp_path / "other"
+    for i, word in enumerate(WORDS):
+        (other_text / f"{i}.txt").parent.mkdir(exist_ok=True)
+        (other_text / f"{i}.txt").write_text(f"{word} loves {word[::-1]}; " * (20 + i), encoding="utf-8")
+    other = train_bpe_tokenizer(TextCorpus.from_directory(other_text), 300)
+    assert other.get_vocab_size() == tok.get_vocab_size() and vocab_fingerprint(other) != fp
+    a, b = sorted(vocab)[100:102]
+    swapped = {**vocab, a: vocab[b], b: vocab[a]}  # same tokens, same size, other ids
+    assert vocab_fingerprint(swapped, [EOS_TOKEN, PAD_TOKEN]) != fp
+    with pytest.raises(TypeError, match="got list"):
+        vocab_fingerprint(["a"])
+
+
+# --- packed corpus -------------------------------------------------------------------------------------------
+
+
+def test_packed_sequences_concatenate_back_to_the_token_stream(tmp_path, corpus_dir):
+    dm = _tiny_module(corpus_dir, tmp_path / "cache")
+    dm.setup()
+    assert dm.vocab_size == 300 and (dm.eos_token_id, dm.pad_token_id) == (0, 1)
+    for name, corpus in (("train", dm.train_corpus), ("val", dm.val_corpus)):
+        rows = dm.splits[name].ids  # (N, 16)
+        # decoding the packed rows gives back the documents, each ended by end-of-text, up to the dropped tail
+        text = "".join(f"{t}{EOS_TOKEN}" for t in corpus.texts())
+        n_tokens = len(dm.token_stream(corpus))
+        assert rows.shape == (n_tokens // 16, 16) and rows.dtype == np.uint16
+        decoded = dm.tokenizer.decode(rows.reshape(-1).tolist(), skip_special_tokens=False)
+        assert text.startswith(decoded) and len(decoded) > 0.8 * len(text)
+        assert dm.stats[f"{name}_files"] == len(corpus.files) and dm.stats[f"{name}_sequences"] == len(rows)
+    assert dm.stats["train_files"] + dm.stats["val_files"] == 12 and dm.stats["val_files"] >= 1
+    batch = next(iter(dm.train_dataloader()))
+    assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == {
+        k: ((4, 16), torch.int64) for k in ("input_ids", "attention_mask", "labels")
+    }
+    assert bool((batch["attention_mask"] == 1).all()) and torch.equal(batch["labels"], batch["input_ids"])
+
+
+def test_packed_token_cache_is_reused_and_train_tokens_capped(tmp_path, corpus_dir):
+    dm = _tiny_module(corpus_dir, tmp_path / "cache")
+    dm.setup()
+    caches = sorted((tmp_path / "cache").glob("tokens-*.npy"))
+    assert len(caches) == 2 and all(np.load(c).dtype == np.uint16 for c in caches)
+    mtimes = [c.stat().st_mtime_ns for c in caches]
+    capped = _tiny_module(corpus_dir, tmp_path / "cache", max_train_tokens=50)
+    capped.setup()
+    assert [c.stat().st_mtime_ns for c in caches] == mtimes
+    assert capped.stats["train_tokens"] == 50 and len(capped.splits["train"]) == 3
+    assert np.array_equal(capped.splits["train"].ids, dm.splits["train"].ids[:3])
+    assert capped.vocab_fingerprint == dm.vocab_fingerprint
+
+
+def test_same_seed_same_batch_order(tmp_path, corpus_dir):
+    global_seeds = iter([11, 22, 33])
+
+    def order(seed: int) -> list[torch.Tensor]:
+        dm = _tiny_module(corpus_dir, tmp_path / "cache", seed=seed)
+        torch.manual_seed(next(global_seeds))  # the global RNG must not matter
+        loader = dm.train_dataloader()
+        return [b["input_ids"] for _ in range(2) for b in loader]  # two epochs
+
+    a, b, c = order(0), order(0), order(1)
+    assert len(a) >= 4 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    half = len(a) // 2
+    assert not all(torch.equal(x, y) for x, y in zip(a[:half], a[half:]))  # epochs differ from each other
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(seq_len=0), "seq_len must be >= 1, got 0"),
+        (dict(batch_size=-2), "batch_size must be >= 1, got -2"),
+        (dict(val_fraction=1.0), r"val_fraction=1.0 must be in \(0, 1\)"),
+        (dict(max_train_tokens=8), "max_train_tokens=8 .* seq_len=16"),
+        (dict(text_files=["a.txt"]), "text_files or text_dir"),
+    ],
+)
+def test_packed_arguments_are_validated(tmp_path, corpus_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _tiny_module(corpus_dir, tmp_path / "cache", **kwargs)
+
+
+def test_packed_errors_name_the_file_and_the_fix(tmp_path, corpus_dir):
+    with pytest.raises(FileNotFoundError, match="no_such.txt"):
+        PackedTextDataModule(text_files=[str(corpus_dir / "mod_00.py"), str(tmp_path / "no_such.txt")])
+    dm = _tiny_module(corpus_dir, tmp_path / "cache", seq_len=100_000)
+    with pytest.raises(ValueError, match="seq_len=100000: lower seq_len"):
+        dm.setup()
+
+
+# --- prompt / response ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_tokenizer(tmp_path, corpus_dir):
+    return train_bpe_tokenizer(TextCorpus.from_directory(corpus_dir, "*.py"), 300)
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> str:
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8")
+    return str(path)
+
+
+PAIRS = [
+    {"prompt": "def alpha_1(x", "response": ", y=1):\n    return x"},
+    {"prompt": "# café\n", "response": "def beta_2(x, y=2):\n    return x * 3 + y - 2\n", "id": 7},
+    {"prompt": "", "response": "x"},
+]
+
+
+def test_prompt_response_labels_mask_prompt_and_padding(tmp_path, tiny_tokenizer):
+    train = _write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    dm = PromptResponseDataModule(train, train, tokenizer=tiny_tokenizer, batch_size=3, max_length=64)
+    batch = next(iter(dm.val_dataloader()))  # in file order
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert ids.dtype == mask.dtype == labels.dtype == torch.int64
+    for row, pair in enumerate(PAIRS):
+        prompt = tiny_tokenizer.encode(pair["prompt"]).ids
+        response = tiny_tokenizer.encode(pair["response"]).ids
+        n = len(prompt) + len(response) + 1
+        assert ids[row, :n].tolist() == prompt + response + [dm.eos_token_id]
+        assert mask[row].tolist() == [1] * n + [0] * (ids.shape[1] - n)
+        assert labels[row].tolist() == [-100] * len(prompt) + response + [dm.eos_token_id] + [-100] * (ids.shape[1] - n)
+        assert bool((ids[row, n:] == dm.pad_token_id).all())
+    assert ids.shape[1] == max(
+        len(tiny_tokenizer.encode(p["prompt"]).ids) + len(tiny_tokenizer.encode(p["response"]).ids) + 1 for p in PAIRS
+    )
+
+
+def test_prompt_response_truncation_and_tokenizer_file(tmp_path, tiny_tokenizer):
+    path = tmp_path / "tokenizer.json"
+    tiny_tokenizer.save(str(path))
+    train = _write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    full = [tiny_tokenizer.encode(p["prompt"]).ids + tiny_tokenizer.encode(p["response"]).ids for p in PAIRS]
+    n_prompts = [len(tiny_tokenizer.encode(p["prompt"]).ids) for p in PAIRS]
+    max_length = max(n_prompts) + 2
+    dm = PromptResponseDataModule(train, train, tokenizer=str(path), max_length=max_length)
+    dm.setup()
+    eos = dm.eos_token_id
+    for (ids, n_prompt), tokens, n in zip(dm.splits["val"], full, n_prompts):
+        assert n_prompt == n and ids.tolist() == (tokens + [eos])[:max_length]  # the start is kept
+    assert dm.stats["val_truncated"] == sum(len(t) + 1 > max_length for t in full) >= 1
+    long = _write_jsonl(tmp_path / "long.jsonl", [PAIRS[0], {"prompt": "x " * 80, "response": "y"}])
+    with pytest.raises(ValueError, match=r"long\.jsonl, line 2: the prompt has \d+ tokens, max_length=8"):
+        PromptResponseDataModule(long, long, tokenizer=tiny_tokenizer, max_length=8).setup()
+
+
+def test_prompt_response_errors_name_file_line_and_key(tmp_path, tiny_tokenizer):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "a"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 3: missing key 'response'"):
+        read_prompt_response(bad)
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": 1, "response": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2: 'prompt' must be a string, got int"):
+        read_prompt_response(bad)
+    bad.write_text('{"prompt": "a", "response": "b"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1: not valid JSON"):
+        read_prompt_response(bad)
+    good = _write_jsonl(tmp_path / "good.jsonl", PAIRS)
+    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+        PromptResponseDataModule(good, str(tmp_path / "absent.jsonl"), tokenizer=tiny_tokenizer)
+    with pytest.raises(FileNotFoundError, match="tok.json"):
+        PromptResponseDataModule(good, good, tokenizer=str(tmp_path / "tok.json"))
+    with pytest.raises(ValueError, match="max_length must be >= 2 .* got 1"):
+        PromptResponseDataModule(good, good, tokenizer=tiny_tokenizer, max_length=1)
+    no_pad = train_bpe_tokenizer(TextCorpus.from_files([good]), 300, special_tokens=[EOS_TOKEN])
+    with pytest.raises(ValueError, match=r"no '<\|pad\|>' token"):
+        PromptResponseDataModule(good, good, tokenizer=no_pad)
