@@ -56,3 +56,31 @@ def fmnist_dir() -> str:
     if not Path(FMNIST_DIR, "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST files not found in {FMNIST_DIR} (set LIGHTNING_KD_FASHION_MNIST)")
     return FMNIST_DIR
+
+
+class MemoryLogger(L.pytorch.loggers.Logger):
+    """Keeps every ``log_metrics`` row in memory: ``rows`` is a list of ``(step, metrics)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict]] = []
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def keys(self) -> set[str]:
+        return {k for _, row in self.rows for k in row}
+
+    def last(self, key: str) -> float:
+        return next(row[key] for _, row in reversed(self.rows) if key in row)

@@ -29,7 +29,8 @@ IN_CASES = {
     "cached_kd_plain",
 }
 KEYS = {
-    "meta": {"timestamp", "smoke", "device", "threads", "torch", "lightning", "lightning_kd", "python", "git_commit"}
+    "meta": {"timestamp", "smoke", "cpu_medium", "device", "threads", "torch", "lightning", "lightning_kd", "python"}
+    | {"git_commit"}
     | {"precision", "outputs"},
     "fashion_mnist": {"config", "s_per_epoch", "samples_s_per_epoch", "ratios", "targets", "meets_target"}
     | {"host_syncs_per_step"},
@@ -198,3 +199,19 @@ def test_compile_true_runs_a_fast_dev_run_step(digits, trainer_factory):
     assert trainer.global_step == 1
     assert model.student._compiled_call_impl is not None and model.teacher.model._compiled_call_impl is not None
     assert all(torch.isfinite(p).all() for p in model.student.parameters())
+
+
+def test_step_overhead_benchmark_reports_every_case_and_ratio(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import step_overhead
+
+    result = step_overhead.main(["--steps", "40", "--repeats", "1", "--json", str(tmp_path / "o.json")])
+    cases = {"hand_loop", "minimal_bare", "minimal_logged", "kd_bare", "kd_logged", "kd_recipe"}
+    assert set(result["ms_per_step"]) == cases
+    assert all(v > 0 for v in result["ms_per_step"].values())
+    assert set(result["ratios"]) == {
+        "kd_bare_vs_minimal_bare",
+        "kd_logged_vs_minimal_logged",
+        "kd_recipe_vs_minimal_logged",
+    }
+    assert (tmp_path / "o.json").is_file()

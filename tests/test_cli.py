@@ -127,7 +127,8 @@ def test_interpolation_resolves_across_files(tmp_path, monkeypatch):
     )
     assert cli.trainer.default_root_dir == "runs/digits/student"
     assert cli.trainer.logger.save_dir == "runs/digits/student"
-    assert cli.trainer.checkpoint_callback.dirpath.endswith("runs/digits/student")
+    assert cli.trainer.log_dir == "runs/digits/student/version_0"  # the run's own folder
+    assert cli.trainer.checkpoint_callback.publish_path(cli.trainer) == "runs/digits/student/model.ckpt"
     assert type(cli.model).__name__ == "ClassificationModule"
     assert type(cli.model.model).__name__ == "MLP"
 

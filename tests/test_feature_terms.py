@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import make_teacher
+from conftest import MemoryLogger, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd import DistillationModule, FeatureTerm
@@ -34,10 +34,13 @@ def fitnet_term():
 def test_feature_terms_train_log_and_leave_no_hooks(digits, trainer_factory):
     m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[at_term(), fitnet_term()])
     assert m.loss_weights == pytest.approx({"ce": 0.1, "kd": 0.9, "at": 100.0, "hint": 2.0})
-    trainer = trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=True)
+    logger = MemoryLogger()
+    trainer = trainer_factory(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=logger, log_every_n_steps=1
+    )
     trainer.fit(m, digits)
     assert any(isinstance(cb, FeatureHooks) for cb in trainer.callbacks)  # added by the module itself
-    assert {"train/loss_at", "train/loss_hint"} <= set(trainer.logged_metrics)
+    assert {"train/loss_at", "train/loss_hint"} <= logger.keys()
     assert hooks_left(m.student, m.teacher.model) == 0
     # validate and test also run with the hooks, and clean up
     assert "val/acc" in trainer.validate(m, digits, verbose=False)[0]
@@ -110,8 +113,11 @@ def test_shape_mismatch_without_connector_names_shapes_and_fix(digits, trainer_f
 def test_relation_terms_need_no_connector(digits, trainer_factory):
     term = FeatureTerm("rkd", RKDLoss(), [""], [""], weight=1.0)  # on the logits of both models
     m = DistillationModule(make_teacher(), cnn_student(), feature_terms=[term])
-    trainer_factory(max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(m, digits)
-    assert torch.isfinite(torch.tensor(float(m.trainer.logged_metrics["train/loss_rkd"])))
+    logger = MemoryLogger()
+    trainer_factory(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=logger, log_every_n_steps=1).fit(
+        m, digits
+    )
+    assert torch.isfinite(torch.tensor(logger.last("train/loss_rkd")))
 
 
 def test_unknown_layer_fails_at_construction_with_close_names():
@@ -153,11 +159,14 @@ def test_crd_term_gets_sample_indices_and_updates_its_memory(trainer_factory):
     memory = m.feature_terms[0].losses[0].memory
     bank_before = memory.bank_s.clone()
     data = DigitsDataModule(batch_size=64, with_indices=True)
-    trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1).fit(m, data)
+    logger = MemoryLogger()
+    trainer_factory(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=logger, log_every_n_steps=1).fit(
+        m, data
+    )
     changed = (memory.bank_s != bank_before).any(dim=1).nonzero().flatten()
     assert len(changed) == 3 * 64  # exactly the rows of the samples seen in 3 batches
     assert memory.z_s.item() > 0
-    assert "train/loss_crd" in m.trainer.logged_metrics
+    assert "train/loss_crd" in logger.keys()
 
 
 def test_crd_without_indices_says_how_to_fix(digits, trainer_factory):

@@ -84,3 +84,16 @@ def test_bad_temperature(T):
 def test_class_count_mismatch():
     with pytest.raises(ValueError, match=r"student logits \(2, 3\) and teacher logits \(2, 4\)"):
         kd_loss(torch.randn(2, 3), torch.randn(2, 4))
+
+
+def test_temperature_mirror_never_goes_stale():
+    s, t = torch.randn(3, 5), torch.randn(3, 5)
+    loss = KDLoss(temperature=2.0)
+    assert loss.t == 2.0  # eager: a Python float, no extra kernel
+    loss.set_temperature(3.0)
+    assert loss.t == 3.0 and loss.temperature.item() == 3.0
+    loss.temperature.fill_(5.0)  # behind set_temperature's back: the buffer wins
+    assert float(loss.t) == 5.0
+    loss.to(torch.float64)  # a move makes a new buffer object: the buffer wins again
+    assert float(loss.t) == 5.0
+    assert loss(s, t).item() == pytest.approx(kd_loss(s, t, 5.0).item(), rel=1e-6)

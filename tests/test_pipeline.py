@@ -28,12 +28,13 @@ def test_born_again_makes_one_checkpoint_per_generation(tmp_path, monkeypatch):
     assert [r["stage"] for r in results] == ["gen0", "gen1", "gen2", "gen3"]
     for previous, r in zip(results, results[1:]):
         assert r["teacher_ckpt"] == previous["checkpoint"]  # each generation taught by the one before
-    ckpts = sorted(p.name for p in tmp_path.glob("*.ckpt"))
-    assert ckpts == ["gen0.ckpt", "gen1.ckpt", "gen2.ckpt", "gen3.ckpt"]
+    ckpts = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*/model.ckpt"))
+    assert ckpts == ["gen0/model.ckpt", "gen1/model.ckpt", "gen2/model.ckpt", "gen3/model.ckpt"]
+    assert not list(tmp_path.glob("*.ckpt"))  # every file of a stage stays in the stage's folder
     # generation k's checkpoint holds its student; generation k+1's teacher was loaded from it
-    gen1 = torch.load(tmp_path / "gen1.ckpt", weights_only=True)["state_dict"]
-    gen2 = torch.load(tmp_path / "gen2.ckpt", weights_only=True)
-    assert gen2["hyper_parameters"]["teacher_ckpt"] == str(tmp_path / "gen1.ckpt")
+    gen1 = torch.load(tmp_path / "gen1/model.ckpt", weights_only=True)["state_dict"]
+    gen2 = torch.load(tmp_path / "gen2/model.ckpt", weights_only=True)
+    assert gen2["hyper_parameters"]["teacher_ckpt"] == str(tmp_path / "gen1/model.ckpt")
     assert any(k.startswith("student.") for k in gen1) and not any(k.startswith("teacher.") for k in gen1)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary) == 4 and all(0.0 <= r["test_acc"] <= 1.0 for r in summary)
@@ -52,7 +53,7 @@ def test_teacher_assistant_chain_on_fashion_mnist(tmp_path, monkeypatch, fmnist_
     results = json.loads((tmp_path / "summary.json").read_text())
     assert [r["stage"] for r in results] == ["teacher", "assistant", "student"]
     assert [r["params"] for r in results] == [2_776_522, 308_074, 24_058]
-    assert results[2]["teacher_ckpt"] == str(tmp_path / "assistant.ckpt")
+    assert results[2]["teacher_ckpt"] == str(tmp_path / "assistant/model.ckpt")
 
 
 def test_reused_first_stage_and_bad_pipelines(tmp_path):

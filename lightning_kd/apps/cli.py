@@ -19,10 +19,10 @@ from typing import Any
 
 import lightning as L
 import yaml
-from jsonargparse import set_parsing_settings
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
+from lightning_kd.callbacks.run_checkpoint import RunCheckpoint
 from lightning_kd.core.teacher import TeacherBase
 
 # `lightning-kd <tool> ...`: the tools that are not Trainer methods; imported only when asked for
@@ -45,7 +45,22 @@ class KDCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        """Recipes and CLI runs get :class:`KDProgressBar` (refreshed by time, no per-step cost) unless the config
+        turns the bar off or names a progress bar of its own."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is None or trainer.get("enable_progress_bar") is False:
+            return
+        callbacks = trainer.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        paths = [str(getattr(c, "class_path", "")) for c in callbacks]
+        if any(p.endswith(("ProgressBar", "progress_bar.KDProgressBar")) for p in paths):
+            return
+        bar = Namespace(class_path="lightning_kd.callbacks.KDProgressBar", init_args=Namespace(refresh_seconds=0.5))
+        trainer["callbacks"] = [*callbacks, bar]
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()

@@ -1,9 +1,10 @@
 """Multi-stage distillation from one command: teacher → assistant → student, or born-again generations.
 
-``lightning-kd-pipeline configs/pipelines/<name>.yaml`` runs LightningCLI ``fit`` once per stage; each
-stage after the first gets ``--model.init_args.teacher_ckpt`` set to the checkpoint the stage before it
-wrote, then is tested. Every stage's checkpoint is copied to ``<out_dir>/<stage>.ckpt`` and a summary
-(``summary.json``, ``summary.md``) lists test accuracy and parameter counts.
+``lightning-kd pipeline configs/pipelines/<name>.yaml`` runs LightningCLI ``fit`` once per stage; each
+stage after the first gets ``--model.init_args.teacher_ckpt`` set to the model the stage before it published,
+then is tested. Every file of a stage goes under ``<out_dir>/<stage>/`` whatever its recipe says (its logs and
+checkpoints in ``version_<n>/``, its model in ``model.ckpt``), so a pipeline never touches another run's files;
+a summary (``summary.json``, ``summary.md``) lists test accuracy and parameter counts.
 
 Pipeline file::
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         raise ValueError("the pipeline has no stages; list at least one under `stages:`.")
     out: list[dict[str, Any]] = []
     for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise ValueError(f"stage {i}: expected a mapping with name/config/..., got {stage!r}.")
         unknown = set(stage) - {"name", "config", "checkpoint", "repeat", "args"}
         if unknown:
             raise ValueError(
@@ -48,6 +50,12 @@ def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             )
         if "name" not in stage or ("config" in stage) == ("checkpoint" in stage):
             raise ValueError(f"stage {i}: give a `name` and exactly one of `config` (train) or `checkpoint` (reuse).")
+        args = stage.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ValueError(
+                f"stage {stage['name']!r}: args must be a list of strings, e.g. args: ['--trainer.max_epochs=5'], "
+                f"got {args!r}."
+            )
         if "checkpoint" in stage and i > 0:
             raise ValueError(f"stage {i} ({stage['name']}): only the first stage may reuse a checkpoint.")
         repeat = int(stage.get("repeat", 1))
@@ -78,18 +86,28 @@ def run_pipeline(path: str | Path, overrides: Sequence[str] = (), out_dir: str |
             results.append({"stage": name, "checkpoint": str(previous), "reused": True})
             continue
         configs = [stage["config"]] if isinstance(stage["config"], str) else list(stage["config"])
-        args = ["fit", *[a for c in configs for a in ("--config", str(c))], f"--trainer.default_root_dir={out / name}"]
+        folder = out / name
+        target = folder / "model.ckpt"
+        # every file of the stage inside its own folder, whatever the recipe says
+        args = [*[a for c in configs for a in ("--config", str(c))], f"--trainer.default_root_dir={folder}"]
+        args += ["--checkpoint.dirpath=null", f"--checkpoint.publish_to={target}"]
         args += [*stage.get("args", []), *overrides]
         if previous is not None:
             args.append(f"--model.init_args.teacher_ckpt={previous}")
-        print(f"[pipeline] stage {name}: {' '.join(args)}", flush=True)
-        cli = build_cli(args)
-        callback = cli.trainer.checkpoint_callback
-        written = callback.best_model_path or callback.last_model_path if callback is not None else ""
-        if not written:
-            raise RuntimeError(f"stage {name!r} wrote no checkpoint; its recipe must keep a ModelCheckpoint callback.")
-        target = out / f"{name}.ckpt"
-        shutil.copyfile(written, target)
+        print(f"[pipeline] stage {name}: lightning-kd fit {' '.join(args)}", flush=True)
+        cli = build_cli(args, run=False)
+        log_dir = cli.trainer.log_dir
+        if log_dir is not None and not Path(log_dir).resolve().is_relative_to(folder.resolve()):
+            raise ValueError(
+                f"stage {name!r}: its logger writes to {log_dir}, outside the pipeline's folder {folder}; give the "
+                "recipe's logger save_dir: ${trainer.default_root_dir} (as the recipes in configs/ do)."
+            )
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        if not target.is_file():
+            raise RuntimeError(
+                f"stage {name!r} published no model at {target}; its recipe must keep the `checkpoint:` "
+                "(RunCheckpoint) settings of configs/*/base.yaml."
+            )
         test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
         model = getattr(cli.model, "student", None) or getattr(cli.model, "model", cli.model)
         results.append(

@@ -1,7 +1,8 @@
-"""Callbacks: temperature and loss-weight schedules, feature hooks."""
+"""Callbacks: temperature and loss-weight schedules, feature hooks, a progress bar that costs no step."""
 
 from lightning_kd.callbacks.feature_hooks import FeatureHooks
 from lightning_kd.callbacks.loss_weight import LossWeightScheduler
+from lightning_kd.callbacks.progress_bar import KDProgressBar
 from lightning_kd.callbacks.temperature import TemperatureScheduler
 
-__all__ = ["FeatureHooks", "LossWeightScheduler", "TemperatureScheduler"]
+__all__ = ["FeatureHooks", "KDProgressBar", "LossWeightScheduler", "TemperatureScheduler"]

@@ -52,6 +52,8 @@ def unpack_batch(batch: Any) -> Batch:
     """
     if isinstance(batch, Batch):
         return batch
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):  # the common case first: this runs every step
+        return Batch(*batch)
     if isinstance(batch, Tensor):
         return Batch(batch)
     if isinstance(batch, Mapping):
@@ -62,8 +64,6 @@ def unpack_batch(batch: Any) -> Batch:
                 "Override unpack_batch(batch) on your module to return Batch(inputs, targets, index)."
             )
         return Batch(inputs, _first(batch, _TARGET_KEYS), batch.get("index"))
-    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
-        return Batch(*batch)
     what = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch)
     raise ValueError(
         f"cannot unpack a batch that is {what}; expected (inputs, targets), (inputs, targets, index), a dict or a "

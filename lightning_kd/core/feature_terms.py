@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from torch import Tensor, nn
@@ -39,6 +39,7 @@ from lightning_kd.core.features import FeatureCapture
 from lightning_kd.core.terms import FeatureTerm
 
 # (side, teacher index, capture mode); the student's index is always 0
+_NOTHING = nullcontext()
 _Key = tuple[str, int, str]
 
 
@@ -98,9 +99,12 @@ class FeatureTerms(nn.ModuleList):
             capture.clear()
             capture.enabled = False
 
-    @contextmanager
-    def capturing(self) -> Iterator[None]:
+    def capturing(self) -> AbstractContextManager[None]:
         """Within this block the attached hooks store features (cleared on entry); outside they do nothing."""
+        return self._capturing() if self._captures else _NOTHING  # no terms: no generator on every step
+
+    @contextmanager
+    def _capturing(self) -> Iterator[None]:
         for capture in self._captures.values():
             capture.clear()
             capture.enabled = True

@@ -204,7 +204,8 @@ class Teacher(TeacherBase):
 
     def forward(self, inputs: Any, index: Tensor | None = None, epoch: int | None = None) -> TeacherOutput:
         with torch.no_grad():
-            out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+            dict_inputs = not isinstance(inputs, Tensor) and isinstance(inputs, Mapping)
+            out = self.model(**inputs) if dict_inputs else self.model(inputs)
         return TeacherOutput(logits=output_logits(out, "teacher").float())
 
 

@@ -137,8 +137,9 @@ class AdversarialDistillation(DistillationModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         opt_student, opt_disc = self.optimizers()
+        step = self.global_step  # the student's step below moves it; the log belongs to this one
         batch = self.unpack_batch(batch)
-        self._records = {}
+        self._records.clear()
         with self.feature_terms.capturing():
             student_logits = self.forward_student(batch.inputs)
             teacher = self.forward_teacher(batch, training=True)
@@ -169,7 +170,7 @@ class AdversarialDistillation(DistillationModule):
 
         self.record("disc_loss", disc_loss)
         self.record("disc_acc", disc_acc)
-        self.log_train(loss, terms)
+        self.log_train(loss, terms, step)
         return loss.detach()
 
     def _step_uncounted(self, optimizer: LightningOptimizer) -> None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.model_info import infer_num_classes
-from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters
+from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters, to_channels_last
 
 
 class ClassificationModule(BaseModule):
@@ -26,6 +26,7 @@ class ClassificationModule(BaseModule):
         optimizer: optimizer over the model's parameters.
         lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
         scheduler_interval: ``auto``, ``step`` or ``epoch`` (see DistillationModule).
+        channels_last: store the model's weights in ``channels_last`` memory format (see DistillationModule).
 
     Example:
         >>> from lightning_kd.models import MLP
@@ -41,6 +42,7 @@ class ClassificationModule(BaseModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        channels_last: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
@@ -52,7 +54,12 @@ class ClassificationModule(BaseModule):
         self.num_classes = num_classes
         self.model = model
         self.label_smoothing = label_smoothing
+        self.channels_last = channels_last
         self._build_metrics(num_classes)
+
+    def configure_model(self) -> None:
+        if self.channels_last:
+            to_channels_last(self.model)
 
     def forward(self, inputs: Any) -> Tensor:
         return self.model(inputs)
@@ -60,7 +67,7 @@ class ClassificationModule(BaseModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)
         loss = F.cross_entropy(self(batch.inputs).float(), batch.targets, label_smoothing=self.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step(loss, batch_idx=batch_idx)
         return loss
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:

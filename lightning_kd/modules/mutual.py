@@ -73,6 +73,7 @@ class MutualLearning(BaseModule):
             raise ValueError("cannot infer the number of classes from the students; pass num_classes=…")
         self.num_classes, self.temperature, self.kl_weight = num_classes, float(temperature), float(kl_weight)
         self.students = nn.ModuleList(students)
+        self.register_buffer("temperature_value", torch.tensor(float(temperature)), persistent=False)  # for the log
         self.val_accs = nn.ModuleList(MulticlassAccuracy(num_classes, average="micro") for _ in students)
         self.test_accs = nn.ModuleList(MulticlassAccuracy(num_classes, average="micro") for _ in students)
 
@@ -88,13 +89,11 @@ class MutualLearning(BaseModule):
         batch = self.unpack_batch(batch)
         losses = dml_losses([s(batch.inputs) for s in self.students], batch.targets, self.temperature, self.kl_weight)
         loss = losses.sum()
-        self.log("train/loss", loss, prog_bar=True)
-        for i, value in enumerate(losses):
-            self.log(f"train/loss_{i}", value)
-        if self._trainer is None or batch_idx % self._trainer.log_every_n_steps == 0:
-            # a Python float becomes a tensor on the device when logged: a blocking copy, so not every step
-            self.log("train/temperature", self.temperature)
+        self.log_step(loss, {str(i): value for i, value in enumerate(losses)}, batch_idx=batch_idx)
         return loss
+
+    def step_extras(self) -> dict[str, Tensor]:
+        return {"temperature": self.temperature_value}
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         logits = self(batch.inputs).float()  # (S, N, C)

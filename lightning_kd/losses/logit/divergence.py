@@ -88,7 +88,7 @@ class ReverseKDLoss(TemperatureLoss):
     """
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return reverse_kd_loss(student_logits, teacher_logits, self.temperature)
+        return reverse_kd_loss(student_logits, teacher_logits, self.t)
 
 
 class JSKDLoss(TemperatureLoss):
@@ -100,4 +100,4 @@ class JSKDLoss(TemperatureLoss):
     """
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return js_kd_loss(student_logits, teacher_logits, self.temperature)
+        return js_kd_loss(student_logits, teacher_logits, self.t)

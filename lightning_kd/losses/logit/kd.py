@@ -58,8 +58,14 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float |
 
 
 class TemperatureLoss(nn.Module):
-    """Base of the logit losses softened by a temperature: ``temperature`` is a non-persistent buffer, so a
-    scheduler changes it in place (``fill_``) without a ``torch.compile`` recompile."""
+    """Base of the logit losses softened by a temperature.
+
+    ``temperature`` is a non-persistent buffer, so a scheduler changes it in place (:meth:`set_temperature`, or
+    ``temperature.fill_``) without a ``torch.compile`` recompile; the maths read :attr:`t`, which is that buffer
+    under ``torch.compile`` or after an in-place change made behind :meth:`set_temperature`'s back, and
+    otherwise its Python float mirror (a 0-d tensor costs an extra kernel per use, which on a small model is a
+    measurable part of a step).
+    """
 
     temperature: Tensor
 
@@ -67,6 +73,28 @@ class TemperatureLoss(nn.Module):
         super().__init__()
         _check_temperature(temperature)
         self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+        self._remember(float(temperature))
+
+    def _remember(self, value: float) -> None:
+        # the mirror is valid for this very buffer object at this version: a move (.to) makes a new object,
+        # an in-place write bumps the version
+        self._mirror = (value, self.temperature, self.temperature._version)
+
+    def set_temperature(self, value: float) -> None:
+        """Change ``T`` in place: the buffer (no recompile) and its Python mirror."""
+        _check_temperature(value)
+        self.temperature.fill_(value)
+        self._remember(float(value))
+
+    @property
+    def t(self) -> float | Tensor:
+        """``T`` for the maths: the Python mirror while it matches the buffer (in-place writes bump the buffer's
+        version counter), else the buffer itself; always the buffer while compiling."""
+        value, buffer, version = self._mirror
+        buffer_now = self.temperature
+        if torch.compiler.is_compiling() or buffer_now is not buffer or buffer_now._version != version:
+            return buffer_now
+        return value
 
 
 class KDLoss(TemperatureLoss):
@@ -79,4 +107,4 @@ class KDLoss(TemperatureLoss):
     """
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return kd_loss(student_logits, teacher_logits, self.temperature)
+        return kd_loss(student_logits, teacher_logits, self.t)

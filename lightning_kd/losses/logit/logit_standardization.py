@@ -70,4 +70,4 @@ class LogitStandardizedKDLoss(TemperatureLoss):
         super().__init__(temperature)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return logit_standardized_kd_loss(student_logits, teacher_logits, self.temperature)
+        return logit_standardized_kd_loss(student_logits, teacher_logits, self.t)

@@ -1,0 +1,184 @@
+"""RunCheckpoint: every run keeps its own checkpoints; only a healthy run publishes its model to the stable path.
+
+Layout of a run under ``trainer.default_root_dir`` (what recipes and the CLI produce)::
+
+    runs/digits/kd/
+      model.ckpt               <- published by the last run that ended healthy (what other recipes read)
+      version_0/
+        metrics.csv, hparams.yaml, config.yaml
+        checkpoints/best.ckpt  <- the best epoch by `monitor` (val/acc)
+        checkpoints/last.ckpt  <- the latest state: resume from it (also written on Ctrl-C)
+      version_1/ ...
+
+Every checkpoint write is atomic (a temporary file renamed into place: a killed run leaves the previous file
+whole) and refused when the weights hold NaN or infinity (:class:`AtomicCheckpointIO`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
+
+
+class NonFiniteCheckpointError(RuntimeError):
+    """A checkpoint was about to be written with NaN or infinite weights."""
+
+
+def nonfinite_tensors(state: dict[str, Any], limit: int = 5) -> list[str]:
+    """Names of (up to ``limit``) floating-point tensors in ``state`` holding NaN or infinity."""
+    bad = []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad.append(name)
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    """Wraps the strategy's checkpoint writer: each local file is written to ``<name>.tmp`` and renamed into place
+    (``os.replace``, atomic on one file system), and a checkpoint whose ``state_dict`` holds NaN or infinity is
+    refused before anything is written. Remote paths (``s3://…``) go straight to the wrapped writer.
+
+    Args:
+        inner: the writer that serialises (the strategy's own ``checkpoint_io``).
+    """
+
+    def __init__(self, inner: CheckpointIO) -> None:
+        self.inner = inner
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = os.fspath(path)
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise NonFiniteCheckpointError(
+                f"refused to write {path}: the weights hold NaN or infinity ({', '.join(bad)}); the run diverged. "
+                "The previous checkpoints are untouched. Lower the learning rate, clip gradients "
+                "(trainer.gradient_clip_val: 1.0) or train in 32-true/bf16-mixed precision, then resume from an "
+                "earlier checkpoint."
+            )
+        if "://" in path:
+            self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        tmp = f"{path}.tmp"
+        try:
+            self.inner.save_checkpoint(checkpoint, tmp, storage_options=storage_options)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: Any = None) -> dict[str, Any]:
+        kwargs = {} if weights_only is None else {"weights_only": weights_only}
+        return self.inner.load_checkpoint(path, map_location=map_location, **kwargs)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.inner.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
+def _next_version(root: Path) -> int:
+    taken = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return max(taken, default=-1) + 1
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """The checkpointing of a lightning-kd run (the ``checkpoint:`` key of the CLI).
+
+    - Checkpoints go to the run's own folder — the logger's ``version_<n>/checkpoints`` (a fresh ``version_<n>``
+      under ``default_root_dir`` when there is no logger) — so no run overwrites another's files: ``best.ckpt``
+      (the best by ``monitor``) and ``last.ckpt``.
+    - When training ends normally and the loss never became non-finite, the final model (``publish="last"``)
+      or the best one (``publish="best"``) is published to ``publish_to`` (default
+      ``<default_root_dir>/model.ckpt``) by an atomic rename. A failed or interrupted run never replaces it.
+    - On Ctrl-C (``KeyboardInterrupt``) ``last.ckpt`` is written, so ``--ckpt_path …/last.ckpt`` resumes.
+    - Writes go through :class:`AtomicCheckpointIO`: atomic, and never with non-finite weights.
+
+    Args:
+        monitor: the metric that picks ``best.ckpt``; ``None``: keep only ``last.ckpt``.
+        mode: ``max`` or ``min`` for ``monitor``.
+        publish: which model to publish when the run ends healthy: ``last`` (the final state, what the reference
+            protocols report) or ``best``.
+        publish_to: the stable path; ``None``: publish nothing.
+        dirpath: where the run's checkpoints go (default: the run's own folder, see above).
+        **kwargs: other ``ModelCheckpoint`` arguments (``every_n_epochs``, …).
+
+    Example::
+
+        trainer = L.Trainer(default_root_dir="runs/digits/kd", callbacks=[RunCheckpoint()])
+    """
+
+    def __init__(
+        self,
+        monitor: str | None = "val/acc",
+        mode: Literal["min", "max"] = "max",
+        publish: Literal["last", "best"] = "last",
+        publish_to: str | None = "auto",
+        dirpath: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if publish not in ("last", "best"):
+            raise ValueError(f"publish must be 'last' or 'best', got {publish!r}.")
+        kwargs.setdefault("filename", "best")
+        kwargs.setdefault("save_last", True)
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, **kwargs)
+        self.publish = publish
+        self.publish_to = publish_to
+        self.published: str | None = None
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        strategy = trainer.strategy
+        if not isinstance(strategy.checkpoint_io, AtomicCheckpointIO):
+            strategy.checkpoint_io = AtomicCheckpointIO(strategy.checkpoint_io)
+        if self.dirpath is None and not trainer.loggers:
+            root = Path(trainer.default_root_dir)
+            self.dirpath = str(root / f"version_{_next_version(root)}" / "checkpoints")
+        super().setup(trainer, pl_module, stage)
+
+    def publish_path(self, trainer: L.Trainer) -> str | None:
+        """Where a healthy run publishes its model (``None``: nowhere)."""
+        if self.publish_to is None:
+            return None
+        if self.publish_to == "auto":
+            return os.path.join(trainer.default_root_dir, "model.ckpt")
+        return os.fspath(self.publish_to)
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        target = self.publish_path(trainer)
+        if target is None or trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        check = getattr(pl_module, "check_finite", None)
+        if callable(check):
+            check("at the end of training")  # raises: a diverged run publishes nothing
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        if self.publish == "best" and self.best_model_path:
+            checkpoint = trainer.strategy.checkpoint_io.load_checkpoint(self.best_model_path, weights_only=False)
+            if trainer.is_global_zero:
+                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, target)
+        else:
+            trainer.save_checkpoint(target)  # the final state; atomic through AtomicCheckpointIO
+        self.published = target
+
+    @override
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and self.dirpath is not None:
+            path = os.path.join(self.dirpath, "last.ckpt")
+            try:
+                trainer.save_checkpoint(path)
+            except NonFiniteCheckpointError:
+                return
+            self.last_model_path = path
