@@ -250,7 +250,7 @@ def test_vid_errors() -> None:
         VIDLoss(4, 6, hidden_channels=-2)
     with pytest.raises(ValueError, match="init_pred_var must be > eps"):
         VIDLoss(4, 6, init_pred_var=0.0)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         VIDLoss(4, 6, eps=0.0)
     with pytest.raises(ValueError, match="student has 5 channels.*student_channels=5"):
         VIDLoss(4, 6)(torch.randn(2, 5, 3, 3), torch.randn(2, 6, 3, 3))

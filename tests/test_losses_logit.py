@@ -151,11 +151,11 @@ def test_dkd_warmup_and_module_scale() -> None:
 
 def test_dkd_errors() -> None:
     s, t, y = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
-    with pytest.raises(ValueError, match=r"alpha must be >= 0.*got -1\.0.*alpha=1\.0"):
+    with pytest.raises(ValueError, match=r"alpha must be a finite number >= 0.*got -1\.0.*alpha=1\.0"):
         dkd_loss(s, t, y, alpha=-1.0)
-    with pytest.raises(ValueError, match=r"beta must be >= 0.*got -0\.5.*beta=8\.0"):
+    with pytest.raises(ValueError, match=r"beta must be a finite number >= 0.*got -0\.5.*beta=8\.0"):
         DKDLoss(beta=-0.5)
-    with pytest.raises(ValueError, match=r"temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got 0"):
         dkd_loss(s, t, y, temperature=0.0)
     with pytest.raises(ValueError, match=r"\(4, 5\).*\(4, 6\).*same number of classes"):
         dkd_loss(s, torch.randn(4, 6), y)
@@ -234,11 +234,11 @@ def test_dist_single_sample_has_constant_intra_term() -> None:
 
 def test_dist_errors() -> None:
     s, t = torch.randn(4, 5), torch.randn(4, 5)
-    with pytest.raises(ValueError, match=r"beta must be >= 0.*got -1"):
+    with pytest.raises(ValueError, match=r"beta must be a finite number >= 0.*got -1"):
         dist_loss(s, t, beta=-1.0)
-    with pytest.raises(ValueError, match=r"gamma must be >= 0.*got -2"):
+    with pytest.raises(ValueError, match=r"gamma must be a finite number >= 0.*got -2"):
         DISTLoss(gamma=-2.0)
-    with pytest.raises(ValueError, match=r"temperature must be > 0, got -1"):
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got -1"):
         dist_loss(s, t, temperature=-1.0)
     with pytest.raises(ValueError, match=r"dist_loss: .*\(4, 5\).*\(3, 5\)"):
         dist_loss(s, torch.randn(3, 5))
@@ -284,7 +284,7 @@ def test_ls_kd_invariant_to_per_sample_shift_and_positive_scale() -> None:
 
 
 def test_ls_kd_errors() -> None:
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         LogitStandardizedKDLoss(temperature=0.0)
     with pytest.raises(ValueError, match="at least 2 classes"):
         logit_standardized_kd_loss(torch.randn(4, 1), torch.randn(4, 1))
@@ -334,9 +334,9 @@ def test_js_is_symmetric_and_bounded_by_t2_ln2() -> None:
 
 
 def test_reverse_and_js_errors() -> None:
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         reverse_kd_loss(torch.randn(2, 3), torch.randn(2, 3), 0.0)
-    with pytest.raises(ValueError, match="temperature must be > 0, got -2"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got -2"):
         JSKDLoss(temperature=-2.0)
     with pytest.raises(ValueError, match=r"js_kd_loss: .*\(2, 3\).*\(2, 4\)"):
         js_kd_loss(torch.randn(2, 3), torch.randn(2, 4))

@@ -161,7 +161,7 @@ def test_pkt_zero_for_identical_inputs() -> None:
 
 
 def test_pkt_errors() -> None:
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         PKTLoss(eps=0.0)
 
 
@@ -206,7 +206,7 @@ def test_cc_zero_when_student_equals_teacher() -> None:
 
 
 def test_cc_errors() -> None:
-    with pytest.raises(ValueError, match="gamma must be > 0"):
+    with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         CCLoss(gamma=0.0)
     with pytest.raises(ValueError, match="order must be an int >= 1"):
         CCLoss(order=0)

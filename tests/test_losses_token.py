@@ -262,7 +262,7 @@ def test_beta_out_of_range(beta: float) -> None:
 def test_other_bad_options() -> None:
     with pytest.raises(ValueError, match=r"skew must be in \[0, 1\), got 1.0"):
         skew_forward_kl(_s(), _t(), skew=1.0)
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         forward_kl(_s(), _t(), temperature=0)
     with pytest.raises(ValueError, match="reduction"):
         TokenDivergenceLoss(reduction="mean_tokens")

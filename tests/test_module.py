@@ -136,7 +136,7 @@ def test_subclass_overrides_batch_unpacking_and_teacher_call(trainer_factory, di
 def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="teacher predicts 10 classes but student predicts 7"):
         DistillationModule(make_teacher(), MLP(64, 7))
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         DistillationModule(make_teacher(), make_student(), temperature=0.0)
     for a in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):

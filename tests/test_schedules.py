@@ -41,7 +41,7 @@ def test_step_schedule_with_two_milestones_moves_evenly():
 def test_bad_schedule_arguments():
     with pytest.raises(ValueError, match="unknown schedule 'exp'"):
         TemperatureScheduler("exp")
-    with pytest.raises(ValueError, match="temperatures must be > 0"):
+    with pytest.raises(ValueError, match="temperatures must be finite numbers > 0"):
         TemperatureScheduler("linear", start=4.0, end=0.0)
     with pytest.raises(ValueError, match=r"alpha end must be in \[0, 1\]"):
         LossWeightScheduler("linear", start=0.5, end=1.5)

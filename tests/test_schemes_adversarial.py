@@ -273,7 +273,7 @@ def test_resume_restores_discriminator_optimizers_and_step(digits, trainer_facto
 
 
 def test_bad_arguments_raise_clear_errors():
-    with pytest.raises(ValueError, match=r"adv_weight must be >= 0 .*got -0.5"):
+    with pytest.raises(ValueError, match=r"adv_weight must be a finite number >= 0 .*got -0.5"):
         AdversarialDistillation(make_teacher(), make_student(), adv_weight=-0.5)
     for steps in (0, -1):
         with pytest.raises(ValueError, match=rf"disc_steps must be an int >= 1 .*got {steps}"):

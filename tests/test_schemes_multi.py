@@ -188,7 +188,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         MultiTeacherDistillation([], make_student())
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
         MultiTeacherDistillation(two, make_student(), alpha=1.5)
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         MultiTeacherDistillation(two, make_student(), temperature=0)
     with pytest.raises(FileNotFoundError, match="nope.ckpt' does not exist"):
         MultiTeacherDistillation(two, make_student(), teacher_ckpts=[None, str(tmp_path / "nope.ckpt")])

@@ -113,9 +113,9 @@ def test_bad_inputs_raise_clear_errors():
         MutualLearning([make_student()])
     with pytest.raises(ValueError, match=r"students predict different numbers of classes \[10, 7\]"):
         MutualLearning([make_student(), MLP(64, 7)])
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         MutualLearning(_cohort(2), temperature=0.0)
-    with pytest.raises(ValueError, match="kl_weight must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0, got -1"):
         MutualLearning(_cohort(2), kl_weight=-1.0)
     with pytest.raises(ValueError, match="at least 2 students' logits, got 1"):
         dml_losses([torch.randn(2, 3)], torch.tensor([0, 1]))

@@ -7,21 +7,33 @@ our defaults, plus lightning-kd's own tools dispatched before it (``lightning-kd
 - ``omegaconf+`` parser mode: ``${...}`` interpolation resolves after every ``--config`` and command-line
   argument is merged, so a base recipe can refer to what a method fragment sets (absolute key paths);
 - the module's ``class_path`` config is stored in its hyper-parameters, so ``load_from_checkpoint(path)``
-  rebuilds teacher and student with no arguments (LIGHTNING.md #9).
+  rebuilds teacher and student with no arguments (LIGHTNING.md #9);
+- ``--ckpt_path`` never silently replaces the config: the config wins, each difference from the checkpoint is
+  said, and a checkpoint of another module class or other models is refused;
+- ``test``/``validate``/``predict`` on a checkpoint log beside it (``<its folder>/<subcommand>/``) and ``predict``
+  writes its predictions there; ``predict`` without a checkpoint is refused;
+- a failure prints the library's message in a few lines (``LIGHTNING_KD_DEBUG=1`` for the traceback); third-party
+  noise of a clean run is filtered here, narrowly, and nowhere in the library.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
+from lightning_kd.apps.cli_errors import DEBUG_ENV, short_message
 from lightning_kd.callbacks.run_checkpoint import RunCheckpoint
 from lightning_kd.core.teacher import TeacherBase
 
@@ -48,19 +60,90 @@ class KDCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in ("validate", "test", "predict"):
+            self._evaluate_beside_the_checkpoint(config)
+        self._default_progress_bar(config)
+
+    def _default_progress_bar(self, config: Namespace) -> None:
         """Recipes and CLI runs get :class:`KDProgressBar` (refreshed by time, no per-step cost) unless the config
         turns the bar off or names a progress bar of its own."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.get("trainer")
         if trainer is None or trainer.get("enable_progress_bar") is False:
             return
-        callbacks = trainer.get("callbacks") or []
-        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        callbacks = _as_list(trainer.get("callbacks"))
         paths = [str(getattr(c, "class_path", "")) for c in callbacks]
         if any(p.endswith(("ProgressBar", "progress_bar.KDProgressBar")) for p in paths):
             return
         bar = Namespace(class_path="lightning_kd.callbacks.KDProgressBar", init_args=Namespace(refresh_seconds=0.5))
         trainer["callbacks"] = [*callbacks, bar]
+
+    def _evaluate_beside_the_checkpoint(self, config: Namespace) -> None:
+        """validate/test/predict on ``--ckpt_path X`` write their logs (and predictions) under ``X``'s folder, in
+        ``<subcommand>/version_<n>``, never into the training run's files; ``predict`` needs trained weights."""
+        ckpt = config.get("ckpt_path")
+        if not ckpt:
+            if self.subcommand == "predict":
+                raise ValueError(
+                    "predict needs trained weights: pass --ckpt_path (e.g. runs/digits/kd/model.ckpt, the model a "
+                    "fit published); without it the predictions would come from untrained models."
+                )
+            return
+        folder = str(Path(ckpt).resolve().parent / self.subcommand)
+        trainer = config.get("trainer")
+        if trainer is None:
+            return
+        trainer["default_root_dir"] = folder
+        logger = trainer.get("logger")
+        for entry in _as_list(logger):
+            init = getattr(entry, "init_args", None)
+            if init is not None and "save_dir" in init:
+                init["save_dir"] = folder
+        if self.subcommand == "predict":
+            writer = Namespace(
+                class_path="lightning_kd.callbacks.PredictionWriter", init_args=Namespace(output_dir=folder)
+            )
+            trainer["callbacks"] = [*_as_list(trainer.get("callbacks")), writer]
+
+    def _parse_ckpt_path(self) -> None:
+        """Overrides LightningCLI's, which replaces the model config with the checkpoint's hyper-parameters: a value
+        given on the command line would be silently lost, and a checkpoint of another module class would silently
+        change what is trained. Here the config wins; each plain value it changes is said; a checkpoint of another
+        module class or other models is refused, naming both."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file() or config.get("model") is None:
+            return
+        try:
+            ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception:  # noqa: BLE001 - unreadable: the load at run time names the file and the problem
+            return
+        saved = dict(ckpt.get("hyper_parameters") or {})
+        saved_class = saved.pop("_class_path", None) or ckpt.get("lightning_kd_module")
+        model = config["model"]
+        if saved_class and not _same_class(saved_class, model.get("class_path")):
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} was written by {saved_class}, but the config builds "
+                f"{model.get('class_path')}: pass the recipe it was trained with, or start a new run from its weights "
+                "(as teacher_ckpt, or lightning_kd.core.weights.load_weights)."
+            )
+        init = model.get("init_args") or Namespace()
+        for key, old in saved.items():
+            if key.startswith("_") or key not in init:
+                continue
+            new = _canonical(init[key])
+            old = _canonical(old)
+            if new == old:
+                continue
+            if key in _NETWORK_ARGS:
+                raise ValueError(
+                    f"--ckpt_path {ckpt_path} holds {key} = {_short(old)}, but the config builds {key} = "
+                    f"{_short(new)}: its weights would not fit. Pass the recipe it was trained with."
+                )
+            # other differences are said by the module when it loads the checkpoint (resumed_differences)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -76,6 +159,50 @@ class KDCLI(LightningCLI):
         hparams = {"_class_path": model["class_path"], **(model.get("init_args") or {})}
         hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
         self.model.save_hyperparameters(hparams)
+
+
+# constructor arguments that are networks: a checkpoint's weights only fit the same ones
+_NETWORK_ARGS = {"teacher", "student", "teachers", "students", "model", "discriminator"}
+
+
+def _canonical(value: Any) -> Any:
+    """A config value as plain JSON data (tuples as lists, namespaces as dicts), for comparing."""
+    value = value.as_dict() if isinstance(value, Namespace) else value
+    return json.loads(json.dumps(value, default=str))
+
+
+def _short(value: Any) -> str:
+    """A config value in one short line: a class_path dict as ``Class(arg=…)`` with only its non-default-looking
+    arguments, other values as their repr."""
+    if isinstance(value, dict) and "class_path" in value:
+        args = ", ".join(f"{k}={v!r}" for k, v in (value.get("init_args") or {}).items())
+        text = f"{value['class_path'].rsplit('.', 1)[-1]}({args})"
+        return text if len(text) <= 160 else text[:157] + "..."
+    return repr(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None or value is False or value is True else value if isinstance(value, list) else [value]
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _same_class(a: str, b: str | None) -> bool:
+    """Whether two import paths name the same class (``lightning_kd.DistillationModule`` is an alias)."""
+    if b is None or a == b:
+        return True
+    import importlib
+
+    def resolve(path: str) -> Any:
+        module, _, name = path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            return path
+
+    return resolve(a) is resolve(b)
 
 
 def expect_frozen_teachers(model: L.LightningModule) -> None:
@@ -99,7 +226,8 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        # errors raise instead of printing the 70-line usage: main() prints them short
+        parser_kwargs={"parser_mode": "omegaconf+", "exit_on_error": False},
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
@@ -110,6 +238,20 @@ def _tool(name: str) -> Callable[[Sequence[str]], object]:
     import importlib
 
     return importlib.import_module(TOOLS[name][0]).main
+
+
+def quiet_third_party_noise() -> None:
+    """Filter, narrowly, what a clean run prints that is not about the user's run: Lightning's own deprecation
+    use on newer torch, its advertising tip, and the worker hint for in-memory data (tensors need no workers)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_NoTips())
 
 
 def main(args: ArgsType = None) -> None:
@@ -123,7 +265,16 @@ def main(args: ArgsType = None) -> None:
         for name, (_, what) in TOOLS.items():
             print(f"  lightning-kd {name:<11} {what}")
         print()
-    build_cli(args)
+    quiet_third_party_noise()
+    try:
+        build_cli(args)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure gets the short form; the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"lightning-kd: error: {short_message(err)}\n(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

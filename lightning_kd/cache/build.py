@@ -5,6 +5,7 @@ precision; ``--epochs`` defaults to the recipe's ``max_epochs``, ``--out`` to it
 
     lightning-kd cache --config configs/fashion_mnist/base.yaml --config configs/fashion_mnist/kd_cached.yaml
     lightning-kd cache --config … --epochs 15 --out runs/fashion_mnist/teacher_cache --storage topk --k 4
+    lightning-kd cache --config … --overwrite   # replace a finished cache built for another teacher or data
 
 (``python -m lightning_kd.cache`` and the 0.1.0 ``python -m lightning_kd.cache_build`` are the same.)
 
@@ -89,16 +90,21 @@ def build_teacher_cache(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     precision: str = "32-true",
+    overwrite: bool = False,
 ) -> TeacherCache:
     """Run ``teacher`` (eval mode, no grad) on the training view of every sample ``i`` in every epoch
     ``e < epochs`` — exactly the view ``datamodule`` gives the student — and store its logits in ``path``.
 
     Without augmentation one epoch is stored and serves every epoch.
 
+    A finished cache already in ``path`` is never silently replaced: a rebuild of the same key (same teacher
+    weights, data and augmentation; e.g. more epochs or another storage) replaces it, as does any build
+    into an unfinished one (no ``meta.json``); a cache built for anything else needs ``overwrite=True``.
+
     Args:
         teacher: the trained teacher (moved to ``device`` for the build, then back).
         datamodule: an :class:`InMemoryDataModule` with ``with_indices`` and, if it augments, ``augment_seed``.
-        path: folder of the cache (replaced if present).
+        path: folder of the cache.
         epochs: training epochs to cover.
         storage: ``fp16``, ``fp32`` or ``topk`` (see :class:`TeacherCache`).
         k: classes kept with ``storage="topk"``.
@@ -108,9 +114,16 @@ def build_teacher_cache(
         device: where the teacher runs (default: CUDA if available).
         precision: the trainer's precision: ``bf16-mixed``/``16-mixed`` run the teacher under the same
             autocast as in an online KD step, ``32-true`` in fp32.
+        overwrite: replace a finished cache in ``path`` that was built for another teacher, data set or
+            augmentation.
 
     Returns:
         The finished cache, opened for reading.
+
+    Raises:
+        FileExistsError: ``path`` holds a finished cache built for something else and ``overwrite`` is off
+            (checked before the teacher runs over the data).
+        ValueError: the data module is not replayable, or the teacher's logits are NaN/inf.
     """
     check_replayable(datamodule)
     if epochs < 1:
@@ -129,7 +142,7 @@ def build_teacher_cache(
     try:
         with torch.no_grad():
             num_classes = teacher(train.images[:1].to(device)).shape[-1]
-            cache = TeacherCache.create(path, n, num_classes, stored, key, storage, k, temperature)
+            cache = TeacherCache.create(path, n, num_classes, stored, key, storage, k, temperature, overwrite)
             for epoch in range(stored):
                 for start in range(0, n, batch_size):
                     idx = torch.arange(start, min(start + batch_size, n))
@@ -153,11 +166,13 @@ def build_from_recipe(
     k: int | None = None,
     batch_size: int = 1024,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> TeacherCache:
     """Build the cache a recipe needs: its teacher (with ``teacher_ckpt``, seeded as ``fit`` seeds it), its
     data module and precision. ``out`` defaults to the CachedTeacher's ``path``, ``epochs`` to the
     trainer's ``max_epochs``, the top-k temperature to the model's ``temperature``. ``overrides`` are extra
-    command-line arguments for the recipe (``--data.init_args.data_dir=…``)."""
+    command-line arguments for the recipe (``--data.init_args.data_dir=…``). ``overwrite`` replaces a finished
+    cache in ``out`` built for something else (see :func:`build_teacher_cache`)."""
     from lightning_kd.apps.cli import build_cli
 
     configs = [config] if isinstance(config, str | os.PathLike) else list(config)
@@ -192,11 +207,13 @@ def build_from_recipe(
         batch_size=batch_size,
         device=device,
         precision=str(trainer.precision),
+        overwrite=overwrite,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``lightning-kd cache --config recipe.yaml [--config fragment.yaml] [--epochs E] [--out DIR] [...]``."""
+    """``lightning-kd cache --config recipe.yaml [--config fragment.yaml] [--epochs E] [--out DIR] [--overwrite]
+    [...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", required=True, help="recipe YAML (repeatable)")
     parser.add_argument("--out", help="cache folder (default: the recipe's CachedTeacher path)")
@@ -205,10 +222,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--k", type=int, help="classes kept per sample with --storage topk")
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished cache in --out built for another teacher, data set or augmentation",
+    )
     opts, overrides = parser.parse_known_args(argv)
     start = time.perf_counter()
     cache = build_from_recipe(
-        opts.config, opts.out, opts.epochs, overrides, opts.storage, opts.k, opts.batch_size, opts.device
+        opts.config,
+        opts.out,
+        opts.epochs,
+        overrides,
+        opts.storage,
+        opts.k,
+        opts.batch_size,
+        opts.device,
+        overwrite=opts.overwrite,
     )
     shapes = {name: tuple(a.shape) for name, a in cache.arrays.items()}
     print(

@@ -13,10 +13,14 @@ On disk, a folder:
 
 - ``meta.json``: the key (augmentation seed, padding, flip, number of samples and classes, fingerprints of
   the teacher's weights and of the data set) and the storage format. Written last: a folder without it is
-  an unfinished build and is refused.
+  an unfinished build and is refused. A finished cache is only replaced by a build with the same key, or
+  when asked (``overwrite=True``).
 - ``storage="fp16"`` / ``"fp32"``: ``logits.npy``, ``(E, N, C)``.
 - ``storage="topk"``: ``topk_values.npy`` ``(E, N, k + 1)`` fp16 (the ``k`` largest logits, then one fill
   logit) and ``topk_indices.npy`` ``(E, N, k)`` (their classes). See :func:`encode_topk`.
+
+Opening checks every file against ``meta.json`` (shape, dtype) and scans the stored logits once for NaN/inf
+(and top-k classes for values out of range): a damaged cache is refused by name, never read as logits.
 
 Example:
     >>> import tempfile, torch
@@ -46,6 +50,9 @@ from lightning_kd.core.teacher import weights_fingerprint
 FORMAT_VERSION = 1
 Storage = Literal["fp16", "fp32", "topk"]
 _BUILD_HINT = "build it with `lightning-kd cache --config <recipe.yaml>`"
+_REBUILD_HINT = "rebuild it with `lightning-kd cache --config <recipe.yaml> --overwrite`"
+_FILES = ("meta.json", "logits.npy", "topk_values.npy", "topk_indices.npy")
+_SCAN_VALUES = 1 << 22  # values per chunk of the NaN/inf scan: a few MB of memory, whatever the cache's size
 # names in error messages (other fields: their key)
 _FIELDS = {
     "augment": "augmentation on/off",
@@ -135,8 +142,13 @@ class TeacherCache:
         storage: Storage = "fp16",
         k: int | None = None,
         temperature: float = 4.0,
+        overwrite: bool = False,
     ) -> TeacherCache:
-        """An empty, writable cache in folder ``path`` (created; an older cache there is replaced).
+        """An empty, writable cache in folder ``path`` (created if needed).
+
+        An unfinished build there (no ``meta.json``) is replaced, and so is a finished cache whose
+        ``meta.json`` holds the same ``key`` (a rebuild: more epochs, another storage). A finished cache built
+        for anything else is replaced only with ``overwrite=True``. Other files in the folder are left alone.
 
         Args:
             path: the folder.
@@ -148,6 +160,11 @@ class TeacherCache:
             storage: ``fp16`` (default: half the bytes, ~1e-3 relative error), ``fp32``, or ``topk``.
             k: classes kept per sample with ``storage="topk"``.
             temperature: the temperature at which ``topk`` keeps the remaining mass exact.
+            overwrite: replace a finished cache built for another key.
+
+        Raises:
+            FileExistsError: ``path`` holds a finished cache for another key (or an unreadable ``meta.json``)
+                and ``overwrite`` is off; or ``path`` is a file.
         """
         if storage not in ("fp16", "fp32", "topk"):
             raise ValueError(f"storage must be 'fp16', 'fp32' or 'topk', got {storage!r}.")
@@ -156,8 +173,12 @@ class TeacherCache:
         if epochs < 1 or num_samples < 1:
             raise ValueError(f"epochs and num_samples must be >= 1, got {epochs} and {num_samples}.")
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"teacher cache path {str(path)!r} is a file, not a folder; pass a folder path.")
+        if not overwrite:
+            _refuse_replacing(path, key)
         path.mkdir(parents=True, exist_ok=True)
-        for old in ("meta.json", "logits.npy", "topk_values.npy", "topk_indices.npy"):
+        for old in _FILES:
             (path / old).unlink(missing_ok=True)
         meta = dict(key)
         meta.update(
@@ -186,6 +207,14 @@ class TeacherCache:
         """Store the teacher's ``logits`` ``(B, C)`` of samples ``indices`` ``(B,)`` in ``epoch``."""
         idx = indices.detach().cpu().numpy()
         logits = logits.detach().float().cpu()
+        finite = torch.isfinite(logits).all(dim=-1)  # (B,)
+        if not finite.all():
+            bad = idx[~finite.numpy()]
+            raise ValueError(
+                f"the teacher's logits of {len(bad)} sample(s) in epoch {epoch} (indices {bad[:5].tolist()}) are "
+                f"NaN or inf, so teacher cache {str(self.path)!r} was not finished: the teacher diverged or its "
+                "weights are broken; check teacher_ckpt (or the precision it runs in) and rebuild."
+            )
         if self.meta["storage"] == "topk":
             values, classes = encode_topk(logits, self.meta["k"], self.meta["topk_temperature"])
             self.arrays["topk_values"][epoch, idx] = _checked_fp16(values)
@@ -206,20 +235,24 @@ class TeacherCache:
     # -- reading ------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike) -> TeacherCache:
-        """Memory-map the cache in folder ``path`` (nothing is read until :meth:`lookup` or :meth:`to`)."""
+        """Memory-map the cache in folder ``path`` and check it: each array's shape and dtype against
+        ``meta.json``, and its values, scanned once in chunks (logits finite, top-k classes in range). Nothing
+        else is read until :meth:`lookup` or :meth:`to`.
+
+        Raises:
+            FileNotFoundError: no folder, no ``meta.json`` (an unfinished build) or an array file missing.
+            ValueError: ``meta.json`` unreadable or of another format; an array truncated, corrupted, of
+                another shape or dtype, or holding NaN/inf logits. Each message names the file and the fix.
+        """
         path = Path(path)
         meta_file = path / "meta.json"
         if not meta_file.is_file():
             what = "is an unfinished build" if path.is_dir() else "does not exist"
             raise FileNotFoundError(f"teacher cache {str(path)!r} {what} (no meta.json); {_BUILD_HINT}.")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(
-                f"teacher cache {str(path)!r} has format {meta.get('format')}, this version reads "
-                f"{FORMAT_VERSION}; rebuild it ({_BUILD_HINT})."
-            )
-        names = ["topk_values", "topk_indices"] if meta["storage"] == "topk" else ["logits"]
-        arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r") for n in names}
+        meta = _read_meta(meta_file)
+        arrays = {name: _open_array(path / f"{name}.npy", shape, meta) for name, shape in _expected(meta).items()}
+        for name, a in arrays.items():
+            _refuse_bad_values(path / f"{name}.npy", a, meta)
         return cls(path, meta, arrays)
 
     @property
@@ -259,7 +292,7 @@ class TeacherCache:
             raise ValueError(
                 f"teacher cache {str(self.path)!r} was built for something else: "
                 + "; ".join(diffs)
-                + f". Rebuild it for this run ({_BUILD_HINT}) or restore those settings."
+                + f". Rebuild it for this run ({_REBUILD_HINT}, which replaces it) or restore those settings."
             )
 
     def lookup(self, epoch: int, indices: Tensor) -> Tensor:
@@ -296,5 +329,116 @@ def _new_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
 def _checked_fp16(values: Tensor) -> np.ndarray:
     out = values.half()
     if not torch.isfinite(out).all():
-        raise ValueError("teacher logits overflow fp16 (|logit| > 65504); build the cache with storage='fp32'.")
+        raise ValueError(
+            "teacher logits overflow fp16 (|logit| > 65504); build the cache with storage='fp32' (--storage fp32)."
+        )
     return out.numpy()
+
+
+def _refuse_replacing(path: Path, key: Mapping[str, Any]) -> None:
+    """Raise ``FileExistsError`` if ``path`` holds a finished cache built for another ``key``."""
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        return  # nothing there, or an unfinished build: nothing finished is lost
+    ask = "pass overwrite=True (`lightning-kd cache ... --overwrite`) to replace it, or build into another folder"
+    try:
+        old = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise FileExistsError(
+            f"teacher cache folder {str(path)!r} holds a meta.json that is not valid JSON ({err}), so it cannot "
+            f"tell whether it is the same cache; {ask}."
+        ) from err
+    old = old if isinstance(old, dict) else {}
+    diffs = [
+        f"{_FIELDS.get(name, name)}: cache {old.get(name)!r}, new build {value!r}"
+        for name, value in key.items()
+        if name != "precision" and old.get(name) != value  # precision is informative, never checked
+    ]
+    if diffs:
+        raise FileExistsError(
+            f"teacher cache folder {str(path)!r} already holds a finished cache built for something else ("
+            + "; ".join(diffs)
+            + f"); {ask}."
+        )
+
+
+def _read_meta(meta_file: Path) -> dict[str, Any]:
+    """``meta.json`` as a dict with the fields a reader needs; ``ValueError`` naming the file otherwise."""
+    damaged = f"it was edited or damaged; {_REBUILD_HINT}"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"teacher cache file {str(meta_file)!r} is not valid JSON ({err}): {damaged}.") from err
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"teacher cache file {str(meta_file)!r} holds a {type(meta).__name__}, not a JSON object: {damaged}."
+        )
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"teacher cache {str(meta_file.parent)!r} has format {meta.get('format')}, this version reads "
+            f"{FORMAT_VERSION}; {_REBUILD_HINT}."
+        )
+    needed = ["storage", "epochs", "num_samples", "num_classes"]
+    if meta.get("storage") == "topk":
+        needed.append("k")
+    missing = [f for f in needed if f not in meta]
+    if missing or meta["storage"] not in ("fp16", "fp32", "topk"):
+        raise ValueError(
+            f"teacher cache file {str(meta_file)!r} lacks {', '.join(missing) or 'a valid storage'} (fields "
+            f"{', '.join(needed)} were expected): {damaged}."
+        )
+    return meta
+
+
+def _expected(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The arrays ``meta.json`` announces, with their shapes."""
+    e, n = meta["epochs"], meta["num_samples"]
+    if meta["storage"] == "topk":
+        return {"topk_values": (e, n, meta["k"] + 1), "topk_indices": (e, n, meta["k"])}
+    return {"logits": (e, n, meta["num_classes"])}
+
+
+def _open_array(file: Path, shape: tuple[int, ...], meta: Mapping[str, Any]) -> np.ndarray:
+    """Memory-map ``file`` and check it holds the ``shape`` and dtype ``meta.json`` announces."""
+    dtype = meta.get("dtype", {}).get(file.stem)
+    expected = f"shape {shape}" + (f" of {dtype}" if dtype else "") + " (from meta.json)"
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"teacher cache file {str(file)!r} is missing ({expected} was expected); {_REBUILD_HINT}."
+        )
+    try:
+        a = np.load(file, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"teacher cache file {str(file)!r} is truncated or corrupted ({err or type(err).__name__}); {expected} "
+            f"was expected; {_REBUILD_HINT}."
+        ) from err
+    if a.shape != shape or (dtype and str(a.dtype) != dtype):
+        raise ValueError(
+            f"teacher cache file {str(file)!r} holds shape {a.shape} of {a.dtype}, but {expected} was expected: it "
+            f"was replaced or belongs to another build; {_REBUILD_HINT}."
+        )
+    return a
+
+
+def _refuse_bad_values(file: Path, a: np.ndarray, meta: Mapping[str, Any]) -> None:
+    """Scan ``a`` once, a few MB at a time: logits must be finite, top-k classes in ``[0, num_classes)``."""
+    is_index = np.issubdtype(a.dtype, np.integer)
+    rows = max(1, _SCAN_VALUES // max(1, math.prod(a.shape[2:])))
+    values, samples, first = 0, 0, None
+    for e in range(a.shape[0]):
+        for start in range(0, a.shape[1], rows):
+            chunk = a[e, start : start + rows]
+            bad = (chunk < 0) | (chunk >= meta["num_classes"]) if is_index else ~np.isfinite(chunk)
+            per_sample = bad.reshape(len(chunk), -1).sum(axis=1)  # (rows,)
+            if first is None and per_sample.any():
+                first = (e, start + int(np.argmax(per_sample > 0)))
+            values += int(per_sample.sum())
+            samples += int(np.count_nonzero(per_sample))
+    if values:
+        what = f"top-k class(es) outside 0..{meta['num_classes'] - 1}" if is_index else "NaN or inf logit(s)"
+        raise ValueError(
+            f"teacher cache file {str(file)!r} holds {values} {what} in {samples} sample row(s) (the first: epoch "
+            f"{first[0]}, sample {first[1]}): it was built from a diverged teacher or damaged; check the teacher "
+            f"and {_REBUILD_HINT}."
+        )

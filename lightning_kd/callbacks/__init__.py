@@ -2,7 +2,19 @@
 
 from lightning_kd.callbacks.feature_hooks import FeatureHooks
 from lightning_kd.callbacks.loss_weight import LossWeightScheduler
+from lightning_kd.callbacks.prediction_writer import PredictionWriter
 from lightning_kd.callbacks.progress_bar import KDProgressBar
+from lightning_kd.callbacks.run_checkpoint import AtomicCheckpointIO, RunCheckpoint
+from lightning_kd.callbacks.run_checks import RunChecks
 from lightning_kd.callbacks.temperature import TemperatureScheduler
 
-__all__ = ["FeatureHooks", "KDProgressBar", "LossWeightScheduler", "TemperatureScheduler"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "FeatureHooks",
+    "KDProgressBar",
+    "LossWeightScheduler",
+    "PredictionWriter",
+    "RunCheckpoint",
+    "RunChecks",
+    "TemperatureScheduler",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -48,8 +49,8 @@ class LossWeightScheduler(ScheduleCallback):
                 continue
             if term is None and not 0.0 <= v <= 1.0:
                 raise ValueError(f"alpha {name} must be in [0, 1], got {v}.")
-            if term is not None and v < 0:
-                raise ValueError(f"weight {name} of term {term!r} must be >= 0, got {v}.")
+            if term is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"weight {name} of term {term!r} must be a finite number >= 0, got {v}.")
         super().__init__(schedule, start, end, milestones)
         self.term = term
 

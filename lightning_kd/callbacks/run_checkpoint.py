@@ -129,9 +129,10 @@ class RunCheckpoint(ModelCheckpoint):
     ) -> None:
         if publish not in ("last", "best"):
             raise ValueError(f"publish must be 'last' or 'best', got {publish!r}.")
-        kwargs.setdefault("filename", "best")
-        kwargs.setdefault("save_last", True)
-        kwargs.setdefault("enable_version_counter", False)
+        # the CLI passes ModelCheckpoint's own defaults (None) along: unset means ours
+        for key, value in (("filename", "best"), ("save_last", True), ("enable_version_counter", False)):
+            if kwargs.get(key) is None:
+                kwargs[key] = value
         super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, **kwargs)
         self.publish = publish
         self.publish_to = publish_to
@@ -170,7 +171,7 @@ class RunCheckpoint(ModelCheckpoint):
             if trainer.is_global_zero:
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, target)
         else:
-            trainer.save_checkpoint(target)  # the final state; atomic through AtomicCheckpointIO
+            trainer.save_checkpoint(target, weights_only=True)  # the final model; atomic through AtomicCheckpointIO
         self.published = target
 
     @override
@@ -178,7 +179,7 @@ class RunCheckpoint(ModelCheckpoint):
         if isinstance(exception, KeyboardInterrupt) and self.dirpath is not None:
             path = os.path.join(self.dirpath, "last.ckpt")
             try:
-                trainer.save_checkpoint(path)
+                trainer.save_checkpoint(path, weights_only=False)  # resumable: optimizer and loops included
             except NonFiniteCheckpointError:
                 return
             self.last_model_path = path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from lightning_kd.callbacks.schedule_base import ScheduleCallback
@@ -38,6 +39,6 @@ class TemperatureScheduler(ScheduleCallback):
         end: float | None = None,
         milestones: Sequence[float] = (0.5,),
     ) -> None:
-        if start <= 0 or (end is not None and end <= 0):
-            raise ValueError(f"temperatures must be > 0, got start={start}, end={end}.")
+        if any(v is not None and not (math.isfinite(v) and v > 0) for v in (start, end)):
+            raise ValueError(f"temperatures must be finite numbers > 0, got start={start}, end={end}.")
         super().__init__(schedule, start, end, milestones)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.core.model_info import run_model
 from lightning_kd.core.weights import load_weights
 
 
@@ -204,8 +205,7 @@ class Teacher(TeacherBase):
 
     def forward(self, inputs: Any, index: Tensor | None = None, epoch: int | None = None) -> TeacherOutput:
         with torch.no_grad():
-            dict_inputs = not isinstance(inputs, Tensor) and isinstance(inputs, Mapping)
-            out = self.model(**inputs) if dict_inputs else self.model(inputs)
+            out = run_model(self.model, inputs, "teacher")
         return TeacherOutput(logits=output_logits(out, "teacher").float())
 
 

@@ -7,6 +7,7 @@ them to a loss value, so the loss functions stay callable on plain tensors.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -92,8 +93,8 @@ class FeatureTerm(nn.Module):
             raise ValueError(
                 f"term {name!r}: connectors map student_layers[i] to teacher_layers[i]; give as many of each."
             )
-        if not weight >= 0:  # also refuses NaN
-            raise ValueError(f"term {name!r}: weight must be a number >= 0, got {weight}.")
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"term {name!r}: weight must be a finite number >= 0, got {weight}; e.g. 1.0.")
         if not isinstance(teacher, int) or teacher < 0:
             raise ValueError(f"term {name!r}: teacher must be a teacher's index >= 0, got {teacher!r}.")
         self.name = name

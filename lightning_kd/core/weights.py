@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +25,9 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # DistillationModule's student, its teacher component (teacher.model., saved with save_teacher), 0.1.0's
 # teacher (teacher.), plain state_dicts ("")
 _OWNER_PREFIXES = ("model.", "student.", "teacher.model.", "teacher.", "net.", "")
+_CKPT_SUFFIXES = (".ckpt", ".pt", ".pth")
+# torch.save's pre-1.6 format (`_use_new_zipfile_serialization=False`) opens with this pickled long
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def _strip_wrappers(key: str) -> str:
@@ -33,8 +39,13 @@ def _strip_wrappers(key: str) -> str:
     return ".".join(keep)
 
 
-def extract_state_dict(obj: object) -> dict[str, Tensor]:
-    """The tensor mapping inside a loaded checkpoint (``state_dict`` key) or the object itself."""
+def extract_state_dict(obj: object, source: str = "the file") -> dict[str, Tensor]:
+    """The tensor mapping inside a loaded checkpoint (``state_dict`` key) or the object itself.
+
+    Args:
+        obj: what ``torch.load`` returned.
+        source: how the file is named in the message (e.g. ``"teacher_ckpt 'runs/t.ckpt'"``).
+    """
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, Mapping) else {}
@@ -42,7 +53,7 @@ def extract_state_dict(obj: object) -> dict[str, Tensor]:
     others = [k for k, v in obj.items() if not isinstance(v, Tensor)] if isinstance(obj, Mapping) else []
     if not tensors or any(not str(k).endswith("_extra_state") for k in others):
         raise ValueError(
-            "the file holds neither a Lightning checkpoint nor a state_dict of tensors; save the teacher with "
+            f"{source} holds neither a Lightning checkpoint nor a state_dict of tensors; save the teacher with "
             "`torch.save(model.state_dict(), path)` or train it with ClassificationModule."
         )
     return {_strip_wrappers(k): v for k, v in tensors.items()}
@@ -92,7 +103,9 @@ def load_weights(
 
     The file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, never
     arbitrary pickled objects. A file that needs full unpickling (an old checkpoint holding a pickled
-    optimizer, say) is refused unless ``allow_pickle=True`` — only for a file you trust.
+    optimizer, say) is refused unless ``allow_pickle=True`` — only for a file you trust. A file that is not
+    a ``torch.save`` archive at all (text, an empty or truncated file, a plain pickle) is refused before
+    anything is unpickled, whatever ``allow_pickle`` says. The file is only read, never changed.
 
     Args:
         model: the network to fill.
@@ -102,26 +115,95 @@ def load_weights(
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says how to make one).
-        ValueError: the file does not fit ``model``, or needs unpickling and ``allow_pickle`` is off.
+        IsADirectoryError: ``path`` is a folder (the message lists the checkpoints in it).
+        ValueError: the file is empty, truncated, corrupted or not a PyTorch checkpoint; holds no tensors;
+            does not fit ``model``; or needs unpickling and ``allow_pickle`` is off.
     """
     path = os.fspath(path)
+    obj = _read_checkpoint(path, what, allow_pickle)
+    source = f"{what} {path!r}"
+    state = match_state_dict(extract_state_dict(obj, source=source), model, source=source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _read_checkpoint(path: str, what: str, allow_pickle: bool) -> object:
+    """``torch.load`` of ``path``, after checking that it is a file torch.save could have written."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a directory, not a checkpoint file; {_candidates(path)}.")
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{what} {path!r} does not exist. Train a teacher first (e.g. `lightning-kd fit --config "
             "configs/digits/teacher.yaml`), or leave it unset to use the model as built. Reloading "
             "a distilled student elsewhere: DistillationModule.load_from_checkpoint(path, teacher_ckpt=None)."
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as err:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    resave = "re-save it with torch.save(model.state_dict(), path), or re-copy it from where it was made"
+    if not head:
+        raise ValueError(f"{what} {path!r} is empty (0 bytes): the save or copy was interrupted; {resave}.")
+    if not head.startswith(b"PK\x03\x04") and _LEGACY_MAGIC not in head[:32]:
+        kind, fix = "", "point at the file that torch.save or a Trainer wrote"
+        if head.startswith(b"version https://git-lfs"):
+            kind, fix = "a Git LFS pointer, ", "run `git lfs pull` to fetch the real file"
+        elif head.startswith(b"\x80"):  # pickle protocol 2+
+            kind, fix = "a plain Python pickle, ", "if you trust it, unpickle it yourself and " + resave
         raise ValueError(
-            f"{what} {path!r} holds pickled Python objects that a weights-only load refuses ({err}). If you trust "
-            "the file, load it with Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just the weights: "
-            "torch.save(model.state_dict(), 'weights.pt')."
+            f"{what} {path!r} is {kind}not a PyTorch checkpoint (torch.save writes a zip archive; this file "
+            f"starts with {head[:16]!r}); {fix}."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower() or _legacy_truncated(path):  # broken stream, not a refused object
+            raise ValueError(
+                f"{what} {path!r} is not a readable PyTorch checkpoint (truncated or corrupted: {_reason(err)}); "
+                f"{resave}."
+            ) from err
+        raise ValueError(
+            f"{what} {path!r} holds pickled Python objects that a weights-only load refuses ({_reason(err)}). If "
+            "you trust the file, load it with Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just the "
+            "weights: torch.save(model.state_dict(), 'weights.pt')."
         ) from err
-    state = match_state_dict(extract_state_dict(obj), model, source=f"{what} {path!r}")
-    model.load_state_dict(state, strict=True)
-    return model
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        if zipfile.is_zipfile(path):  # a whole zip archive, but not torch.save's layout
+            problem = f"is a zip archive that torch.save did not write ({_reason(err)})"
+        else:
+            problem = f"is not a readable PyTorch checkpoint (truncated or corrupted: {_reason(err)})"
+        raise ValueError(f"{what} {path!r} {problem}; {resave}.") from err
+
+
+def _legacy_truncated(path: str) -> bool:
+    """Whether a pre-1.6 (non-zip) torch.save file ends inside one of its five leading pickles (magic number,
+    protocol, system info, the object, storage keys): a cut-off stream that the weights-only unpickler would
+    report as a refused object. Parsed opcode by opcode, nothing is unpickled."""
+    if zipfile.is_zipfile(path):
+        return False
+    with open(path, "rb") as f:
+        try:
+            for _ in range(5):
+                for _ in pickletools.genops(f):
+                    pass
+        except ValueError:
+            return True
+    return False
+
+
+def _candidates(folder: str) -> str:
+    """The checkpoint files in ``folder`` or one level below (a Lightning run keeps them in checkpoints/)."""
+    root = Path(folder)
+    found = sorted(str(p) for pattern in ("*", "*/*") for p in root.glob(pattern) if p.name.endswith(_CKPT_SUFFIXES))
+    if not found:
+        return "it holds no *.ckpt, *.pt or *.pth file; pass the path of the checkpoint file itself"
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return f"pass one of the checkpoint files in it: {', '.join(found[:5])}{more}"
+
+
+def _reason(err: BaseException) -> str:
+    """The informative line of a torch.load error (its messages run to paragraphs)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    line = next((ln for ln in lines if ln.startswith("WeightsUnpickler error:")), lines[0] if lines else "")
+    return line.split(". This is an internal")[0].split(". Please use")[0] or type(err).__name__
 
 
 def load_teacher_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:

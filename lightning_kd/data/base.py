@@ -7,6 +7,7 @@ augmentation runs batched after the batch reached its device (``on_after_batch_t
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import lightning as L
@@ -43,6 +44,12 @@ class TensorClassificationDataset(Dataset):
     def to(self, device: torch.device | str) -> TensorClassificationDataset:
         """The same samples on ``device`` (the tensors themselves when they are already there)."""
         return TensorClassificationDataset(self.images.to(device), self.labels.to(device))
+
+
+def _check_count(name: str, value: Any, least: int, hint: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a whole number (not a bool) ``>= least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}; {hint}.")
 
 
 def _keep_batch(batch: Any) -> Any:
@@ -87,8 +94,9 @@ class InMemoryDataModule(L.LightningDataModule):
         resident: bool = False,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        _check_count("batch_size", batch_size, 1, "e.g. batch_size=128")
+        _check_count("num_workers", num_workers, 0, "0 is fastest for in-memory data")
+        _check_count("crop_padding", crop_padding, 0, "the pixels of zero padding around the random crop, e.g. 2")
         if augment_seed is not None and not with_indices:
             raise ValueError(
                 f"augment_seed={augment_seed} derives each sample's augmentation from its index: set "

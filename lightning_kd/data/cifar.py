@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -52,25 +55,62 @@ class CIFAR10DataModule(InMemoryDataModule):
         )
         self.data_dir, self.download = data_dir, download
 
-    def _dataset(self, train: bool):
+    def _torchvision_class(self) -> type:
         from torchvision.datasets import CIFAR10
 
-        return CIFAR10(self.data_dir, train=train, download=self.download)
+        return CIFAR10
+
+    def _dataset(self, train: bool) -> Any:
+        return self._torchvision_class()(self.data_dir, train=train, download=self.download)
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         try:
             train, test = self._dataset(True), self._dataset(False)
         except RuntimeError as err:
-            raise FileNotFoundError(
-                f"{type(self).__name__}: data not found under {self.data_dir!r} ({err}); pass download=True "
-                "(needs a network) or point data_dir at an extracted copy."
-            ) from err
+            raise FileNotFoundError(f"{type(self).__name__}: {self._diagnose(err)}") from err
         out = {}
         for name, ds in (("train", train), ("test", test)):
             images = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
             out[name] = (images, torch.as_tensor(ds.targets, dtype=torch.int64))
         out["val"] = out["test"]
         return out
+
+    def _diagnose(self, err: Exception) -> str:
+        """Why torchvision refused ``data_dir``, and what to do: which folder or file is missing or corrupted."""
+        from torchvision.datasets.utils import check_integrity
+
+        cls = self._torchvision_class()
+        root = Path(self.data_dir).expanduser()
+        folder, archive = root / cls.base_folder, root / cls.filename
+        fetch = "pass download=True (needs a network)"
+        if root.name == cls.base_folder:
+            return (
+                f"data_dir {str(root)!r} is the extracted {cls.base_folder} folder itself; set data_dir to the "
+                f"folder that holds it ({str(root.parent)!r})."
+            )
+        if not folder.is_dir():
+            if archive.is_file():
+                return (
+                    f"{str(folder)!r} does not exist, but {str(archive)!r} does; extract it there "
+                    f"(`tar xzf {archive} -C {root}`) or pass download=True, which extracts a good archive "
+                    "without downloading."
+                )
+            return (
+                f"{str(folder)!r} does not exist (data_dir {str(root)!r} should hold the extracted {cls.base_folder} "
+                f"folder); {fetch} or point data_dir at the folder that holds an extracted copy."
+            )
+        expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+        missing = [name for name, _ in expected if not (folder / name).is_file()]
+        corrupted = [name for name, md5 in expected if name not in missing and not check_integrity(folder / name, md5)]
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if corrupted:
+            problems.append(f"corrupted (md5 mismatch) {', '.join(corrupted)}")
+        return (
+            f"{str(folder)!r} is incomplete: {'; '.join(problems) or f'unreadable ({err})'}; re-extract "
+            f"{cls.filename} there, or {fetch}: it fetches and re-extracts the archive."
+        )
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
@@ -79,7 +119,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
 
-    def _dataset(self, train: bool):
+    def _torchvision_class(self) -> type:
         from torchvision.datasets import CIFAR100
 
-        return CIFAR100(self.data_dir, train=train, download=self.download)
+        return CIFAR100

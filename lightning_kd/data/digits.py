@@ -2,10 +2,53 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
 from lightning_kd.data.base import InMemoryDataModule
+
+NUM_SAMPLES, NUM_CLASSES = 1797, 10  # scikit-learn's digits
+
+
+def split_sizes(n: int, num_classes: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """The validation and test sizes of a stratified split of ``n`` samples of ``num_classes`` classes.
+
+    Checked before scikit-learn sees them, so a bad fraction is named with the value that works.
+
+    Raises:
+        ValueError: a fraction is not a number in (0, 1) (NaN included), they sum to 1 or more, or a split
+            would get fewer samples than there are classes (a stratified split gives each class one at least).
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:  # NaN fails too
+            raise ValueError(
+                f"{name}={value!r} must be a number in (0, 1): the share of the {n} samples it holds out; "
+                f"e.g. {name}=0.1."
+            )
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} sum to {val_fraction + test_fraction:g}, "
+            "leaving nothing to train on; make them sum to less than 1 (e.g. 0.1 and 0.2)."
+        )
+    smallest = math.ceil(num_classes / n * 1000) / 1000
+    sizes = {"val_fraction": round(val_fraction * n), "test_fraction": round(test_fraction * n)}
+    for name, value, split in (("val_fraction", val_fraction, "validation"), ("test_fraction", test_fraction, "test")):
+        if sizes[name] < num_classes:
+            raise ValueError(
+                f"{name}={value} gives {sizes[name]} {split} samples (of {n}), fewer than the {num_classes} classes: a "
+                f"stratified split needs at least one sample of each class; use {name} >= {smallest}."
+            )
+    n_train = n - sizes["val_fraction"] - sizes["test_fraction"]
+    if n_train < num_classes:
+        largest = math.floor((n - num_classes - 1) / n * 1000) / 1000
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} leave {n_train} of the {n} samples for "
+            f"training, fewer than the {num_classes} classes; make them sum to at most {largest}."
+        )
+    return sizes["val_fraction"], sizes["test_fraction"]
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -16,8 +59,8 @@ class DigitsDataModule(InMemoryDataModule):
 
     Args:
         batch_size: samples per batch.
-        val_fraction: share of samples for validation.
-        test_fraction: share of samples for the test set.
+        val_fraction: share of samples for validation, in (0, 1); at least one sample per class (>= 0.006).
+        test_fraction: share of samples for the test set, likewise; the two sum to less than 1.
         seed: seed of the split (not of training).
         num_workers: DataLoader workers.
         with_indices: training batches also carry sample indices (for CRD).
@@ -58,10 +101,7 @@ class DigitsDataModule(InMemoryDataModule):
             augment_seed=augment_seed,
             resident=resident,
         )
-        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(
-                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) and sum < 1."
-            )
+        split_sizes(NUM_SAMPLES, NUM_CLASSES, val_fraction, test_fraction)  # fail at construction
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -72,8 +112,7 @@ class DigitsDataModule(InMemoryDataModule):
         x = torch.as_tensor(data.images, dtype=torch.float32).div_(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
         y = torch.as_tensor(data.target, dtype=torch.int64)
         idx = torch.arange(len(y)).numpy()
-        n_test = round(self.test_fraction * len(y))
-        n_val = round(self.val_fraction * len(y))
+        n_val, n_test = split_sizes(len(y), len(set(data.target.tolist())), self.val_fraction, self.test_fraction)
         rest, test = train_test_split(idx, test_size=n_test, random_state=self.seed, stratify=data.target)
         train, val = train_test_split(rest, test_size=n_val, random_state=self.seed, stratify=data.target[rest])
         return {name: (x[ix], y[ix]) for name, ix in (("train", train), ("val", val), ("test", test))}

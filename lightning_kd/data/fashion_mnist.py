@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from lightning_kd.data.base import InMemoryDataModule
@@ -89,10 +90,24 @@ class FashionMNISTDataModule(InMemoryDataModule):
         return [Path(d).expanduser() for d in dirs if d]
 
     def locate(self) -> Path:
-        """The first folder holding all four files (downloading there if allowed)."""
+        """The first folder holding all four files (downloading there if allowed).
+
+        Raises:
+            FileNotFoundError: no folder holds all four; the message says, for every folder searched, which
+                files it lacks (or that the folder does not exist).
+        """
+        report = []
         for folder in self.candidate_dirs():
-            if all(_find(folder, stem) for pair in FILES.values() for stem in pair):
-                return folder
+            if not folder.exists():
+                report.append(f"{folder}: no such folder")
+            elif not folder.is_dir():
+                report.append(f"{folder}: a file, not a folder")
+            else:
+                missing = [stem for pair in FILES.values() for stem in pair if _find(folder, stem) is None]
+                if not missing:
+                    return folder
+                lacks = "none of the four files" if len(missing) == 4 else "missing " + ", ".join(missing)
+                report.append(f"{folder}: {lacks} (as .gz or not)")
         if self.download:
             from torchvision.datasets import FashionMNIST
 
@@ -100,26 +115,56 @@ class FashionMNISTDataModule(InMemoryDataModule):
             FashionMNIST(str(root), train=True, download=True)
             FashionMNIST(str(root), train=False, download=True)
             return root
-        looked = "\n  ".join(str(d) for d in self.candidate_dirs())
+        looked = "\n  ".join(report)
         raise FileNotFoundError(
-            "Fashion-MNIST files (train-images-idx3-ubyte[.gz] and the other three) not found. Looked in:\n  "
-            f"{looked}\nSet data_dir, or ${ENV_VAR}, or `apt install dataset-fashion-mnist`, "
+            "Fashion-MNIST files not found: no folder holds all four of "
+            f"{', '.join(stem for pair in FILES.values() for stem in pair)}. Looked in:\n  {looked}\n"
+            f"Copy the missing files there, set data_dir, or ${ENV_VAR}, or `apt install dataset-fashion-mnist`, "
             "or pass download=True."
         )
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
-        import torch
-
         folder = self.locate()
         out = {}
         for split, (img, lab) in FILES.items():
-            images, labels = read_idx(_find(folder, img)), read_idx(_find(folder, lab))
+            image_file, label_file = _find(folder, img), _find(folder, lab)
+            images, labels = _check_pair(image_file, read_idx(image_file), label_file, read_idx(label_file))
             out[split] = (images.unsqueeze(1), labels.long())  # (N, 1, 28, 28) uint8, (N,)
+        n = len(out["train"][1])
         if self.val_size:
-            perm = torch.randperm(60000, generator=torch.Generator().manual_seed(self.seed))
+            if self.val_size >= n:
+                raise ValueError(
+                    f"val_size={self.val_size} leaves no training samples: {_find(folder, FILES['train'][1])} "
+                    f"holds {n}; use a val_size below {n}."
+                )
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
             images, labels = out["train"]
             out["val"] = (images[perm[: self.val_size]], labels[perm[: self.val_size]])
             out["train"] = (images[perm[self.val_size :]], labels[perm[self.val_size :]])
         else:
             out["val"] = out["test"]
         return out
+
+
+def _check_pair(image_file: Path, images: Tensor, label_file: Path, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Raise ``ValueError`` naming the file unless ``images`` are ``(N, 28, 28)`` uint8 and ``labels`` ``(N,)``
+    classes 0..9."""
+    fix = "re-download or re-copy it (files swapped or renamed?)"
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28) or images.dtype != torch.uint8:
+        raise ValueError(
+            f"{image_file} holds {images.dtype} of shape {tuple(images.shape)}, but Fashion-MNIST images are "
+            f"torch.uint8 of shape (N, 28, 28); {fix}."
+        )
+    if labels.dim() != 1:
+        raise ValueError(f"{label_file} holds shape {tuple(labels.shape)}, but labels are one per sample (N,); {fix}.")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(
+            f"{label_file} holds labels {int(labels.min())}..{int(labels.max())}, but Fashion-MNIST has classes "
+            f"0..9; {fix}."
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels; the two must "
+            "come from the same release: re-download or re-copy both."
+        )
+    return images, labels

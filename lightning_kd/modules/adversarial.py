@@ -17,6 +17,7 @@ conditioning on the input or label). KDGAN (Wang, Zhang, Sun & Qi, NeurIPS 2018)
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -91,8 +92,10 @@ class AdversarialDistillation(DistillationModule):
         input: Literal["logits", "probs"] = "probs",
         **kwargs: Any,
     ) -> None:
-        if not adv_weight >= 0:
-            raise ValueError(f"adv_weight must be >= 0 (weight of the fooling term), got {adv_weight}; e.g. 0.1.")
+        if not (math.isfinite(adv_weight) and adv_weight >= 0):
+            raise ValueError(
+                f"adv_weight must be a finite number >= 0 (weight of the fooling term), got {adv_weight}; e.g. 0.1."
+            )
         if not isinstance(disc_steps, int) or disc_steps < 1:
             raise ValueError(f"disc_steps must be an int >= 1 (discriminator updates per batch), got {disc_steps}.")
         if input not in ("logits", "probs"):

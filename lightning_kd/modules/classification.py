@@ -10,7 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
-from lightning_kd.core.model_info import infer_num_classes
+from lightning_kd.core.model_info import infer_num_classes, run_model
 from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters, to_channels_last
 
 
@@ -48,7 +48,13 @@ class ClassificationModule(BaseModule):
         save_plain_hyperparameters(self)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-        num_classes = num_classes or infer_num_classes(model)
+        found = infer_num_classes(model)
+        if num_classes is not None and found is not None and found != num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but the model predicts {found} classes; leave num_classes unset (it is "
+                f"read off the model) or build the model with num_classes={num_classes}."
+            )
+        num_classes = num_classes or found
         if num_classes is None:
             raise ValueError("cannot infer the number of classes from the model; pass num_classes=…")
         self.num_classes = num_classes
@@ -62,7 +68,7 @@ class ClassificationModule(BaseModule):
             to_channels_last(self.model)
 
     def forward(self, inputs: Any) -> Tensor:
-        return self.model(inputs)
+        return run_model(self.model, inputs, "model")
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)

@@ -3,7 +3,9 @@ teacher-free checkpoints, and which constructor arguments become hyper-parameter
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
 import math
 from functools import partial
 from types import SimpleNamespace
@@ -12,7 +14,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import move_data_to_device
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -21,6 +23,7 @@ from lightning_kd.core.feature_terms import FeatureTerms
 from lightning_kd.core.teacher import TeacherBase
 
 CHECKPOINT_VERSION_KEY = "lightning_kd_version"
+CHECKPOINT_CLASS_KEY = "lightning_kd_module"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,6 +72,61 @@ def to_channels_last(*models: nn.Module) -> None:
     """Put every model's weights in ``channels_last`` memory format, in place (idempotent)."""
     for model in models:
         model.to(memory_format=torch.channels_last)
+
+
+def check_module_class(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint written by a module class unrelated to ``module``'s, naming both."""
+    saved = checkpoint.get(CHECKPOINT_CLASS_KEY) or checkpoint.get("hyper_parameters", {}).get("_class_path")
+    if not isinstance(saved, str):
+        return
+    module_path, _, name = saved.rpartition(".")
+    try:
+        saved_cls = getattr(importlib.import_module(module_path), name)
+    except (ImportError, AttributeError):
+        return
+    mine = type(module)
+    if isinstance(saved_cls, type) and not (issubclass(mine, saved_cls) or issubclass(saved_cls, mine)):
+        raise ValueError(
+            f"this checkpoint was written by {saved_cls.__name__} ({saved}) and cannot be loaded into "
+            f"{mine.__name__}: load it with {saved_cls.__name__}, or start a new {mine.__name__} run from its "
+            "weights (a teacher checkpoint: teacher_ckpt; a student's: lightning_kd.core.weights.load_weights)."
+        )
+
+
+def resumed_differences(current: Any, saved: dict[str, Any]) -> list[str]:
+    """Lines saying which hyper-parameters a resumed run changes (plain values, and ``class_path`` configs such as
+    the optimizer's): the run uses the new values, and says so."""
+    lines = []
+    for key, value in saved.items():
+        if key.startswith("_") or key not in current:
+            continue
+        now, was = _canonical(current[key]), _canonical(value)
+        if now == was or not (_is_plain(now) and _is_plain(was)):
+            continue
+        if key in _RESTORED_ON_RESUME:
+            lines.append(
+                f"resuming restores the checkpoint's {key} state ({_brief(was)}), so the config's {key}="
+                f"{_brief(now)} is not used; to train with it, start a new run from the checkpoint's weights"
+            )
+        else:
+            lines.append(f"resuming with {key}={_brief(now)}; the checkpoint was trained with {key}={_brief(was)}")
+    return lines
+
+
+# what Lightning restores from the checkpoint itself when resuming, whatever the module was built with
+_RESTORED_ON_RESUME = {"optimizer", "lr_scheduler", "disc_optimizer"}
+
+
+def _canonical(value: Any) -> Any:
+    """Plain JSON data for comparing: tuples become lists (YAML and Python disagree on them)."""
+    return json.loads(json.dumps(value, default=repr)) if _is_plain(value) else value
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, dict) and "class_path" in value:
+        args = ", ".join(f"{k}={v!r}" for k, v in (value.get("init_args") or {}).items())
+        return f"{value['class_path'].rsplit('.', 1)[-1]}({args})"
+    return repr(value)
 
 
 def _fills_total_steps(scheduler: Any) -> bool:
@@ -336,7 +394,9 @@ class BaseModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        callbacks = list(super().configure_callbacks() or [])
+        from lightning_kd.callbacks.run_checks import RunChecks
+
+        callbacks = [*(super().configure_callbacks() or []), RunChecks()]
         if any(isinstance(m, FeatureTerms) and len(m) for m in self.modules()):
             from lightning_kd.callbacks.feature_hooks import FeatureHooks
 
@@ -353,6 +413,7 @@ class BaseModule(L.LightningModule):
         if self._trainer is not None and self.trainer.training:
             self.check_finite("before writing a checkpoint")
         checkpoint[CHECKPOINT_VERSION_KEY] = __version__
+        checkpoint[CHECKPOINT_CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         state = checkpoint["state_dict"]
         for name, teacher in self.teacher_components():
             for key in teacher.checkpoint_keys(f"{name}."):
@@ -361,6 +422,10 @@ class BaseModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from lightning_kd.modules.migrate import migrate_checkpoint
 
+        check_module_class(self, checkpoint)
         migrate_checkpoint(self, checkpoint)
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            for line in resumed_differences(self.hparams, checkpoint.get("hyper_parameters", {})):
+                rank_zero_info(f"lightning-kd: {line}")
         for name, teacher in self.teacher_components():
             teacher.refill(checkpoint["state_dict"], f"{name}.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+import math
 from typing import Any, Literal
 
 import torch
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.feature_terms import FeatureTerms
-from lightning_kd.core.model_info import infer_num_classes
+from lightning_kd.core.model_info import infer_num_classes, run_model
 from lightning_kd.core.teacher import TeacherOutput, as_teacher, output_logits
 from lightning_kd.core.terms import FeatureTerm
 from lightning_kd.losses import KDLoss
@@ -113,8 +113,8 @@ class DistillationModule(BaseModule):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
         temperature = _resolve_temperature(temperature, distill_loss)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; typical values are 1 to 8.")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}; typical values are 1 to 8.")
         self.teacher = as_teacher(teacher, teacher_ckpt, teacher_eval, save_teacher)
         self.student = student
         n_teacher, n_student = self.teacher.num_classes, infer_num_classes(student)
@@ -123,6 +123,12 @@ class DistillationModule(BaseModule):
                 f"teacher predicts {n_teacher} classes but student predicts {n_student}; "
                 "set the same num_classes on both models."
             )
+        for who, n in (("student", n_student), ("teacher", n_teacher)):
+            if num_classes is not None and n is not None and n != num_classes:
+                raise ValueError(
+                    f"num_classes={num_classes} but the {who} predicts {n} classes; leave num_classes unset (it is "
+                    f"read off the models) or build the models with num_classes={num_classes}."
+                )
         num_classes = num_classes or n_student or n_teacher
         if num_classes is None:
             raise ValueError("cannot infer the number of classes from the models; pass num_classes=…")
@@ -158,8 +164,8 @@ class DistillationModule(BaseModule):
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        if not value > 0:
-            raise ValueError(f"temperature must be > 0, got {value}.")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {value}; typical values are 1 to 8.")
         self._temperature = float(value)
         self.schedule_values[0].fill_(value)
         loss = self.loss_terms["kd"]
@@ -193,12 +199,7 @@ class DistillationModule(BaseModule):
     # -- the models -----------------------------------------------------------------------------------
     def forward_student(self, inputs: Any) -> Tensor:
         """Student logits for ``inputs`` (dict inputs are passed as keyword arguments)."""
-        out = (
-            self.student(**inputs)
-            if not isinstance(inputs, Tensor) and isinstance(inputs, Mapping)
-            else self.student(inputs)
-        )
-        return output_logits(out, "student")
+        return output_logits(run_model(self.student, inputs, "student"), "student")
 
     def forward_teacher(self, batch: Batch, training: bool) -> TeacherOutput:
         """The teacher's answer for ``batch``. In training the sample indices and the epoch go with it, so a

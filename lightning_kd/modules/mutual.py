@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_kd.core.batch import Batch
-from lightning_kd.core.model_info import infer_num_classes
+from lightning_kd.core.model_info import infer_num_classes, run_model
 from lightning_kd.losses import dml_losses
 from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters
 
@@ -60,14 +61,19 @@ class MutualLearning(BaseModule):
         save_plain_hyperparameters(self)
         if len(students) < 2:
             raise ValueError(f"MutualLearning needs at least 2 students, got {len(students)}; add a peer.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; the paper uses 1.")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}; the paper uses 1.")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}; the paper uses 1.")
+        if not (math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight}; the paper uses 1.")
         found = [infer_num_classes(s) for s in students]
         known = {n for n in found if n is not None}
         if len(known) > 1:
             raise ValueError(f"students predict different numbers of classes {found}; use one num_classes for all.")
+        if num_classes is not None and known and known != {num_classes}:
+            raise ValueError(
+                f"num_classes={num_classes} but the students predict {sorted(known)} classes; leave num_classes unset "
+                "(it is read off the students) or build them with the same num_classes."
+            )
         num_classes = num_classes or next(iter(known), None)
         if num_classes is None:
             raise ValueError("cannot infer the number of classes from the students; pass num_classes=…")
@@ -79,7 +85,7 @@ class MutualLearning(BaseModule):
 
     def forward(self, inputs: Any) -> Tensor:
         """Every student's logits, stacked ``(S, N, C)``."""
-        return torch.stack([student(inputs) for student in self.students])
+        return torch.stack([run_model(student, inputs, f"student {i}") for i, student in enumerate(self.students)])
 
     def trainable_parameters(self) -> list[dict[str, Any]]:
         """One param group per student (LIGHTNING.md #20); BaseModule builds the optimizer and scheduler on them."""
@@ -87,7 +93,8 @@ class MutualLearning(BaseModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)
-        losses = dml_losses([s(batch.inputs) for s in self.students], batch.targets, self.temperature, self.kl_weight)
+        logits = [run_model(s, batch.inputs, f"student {i}") for i, s in enumerate(self.students)]
+        losses = dml_losses(logits, batch.targets, self.temperature, self.kl_weight)
         loss = losses.sum()
         self.log_step(loss, {str(i): value for i, value in enumerate(losses)}, batch_idx=batch_idx)
         return loss

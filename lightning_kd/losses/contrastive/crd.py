@@ -126,8 +126,8 @@ class ContrastMemory(nn.Module):
                 f"num_negatives={num_negatives} must be < n_data={n_data} (the training-set size); "
                 f"use e.g. num_negatives={max(1, min(16384, n_data // 2))}."
             )
-        if nce_t <= 0:
-            raise ValueError(f"nce_t must be > 0, got {nce_t}. Use 0.07.")
+        if not (math.isfinite(nce_t) and nce_t > 0):
+            raise ValueError(f"nce_t must be a finite number > 0, got {nce_t}. Use 0.07.")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}. Use 0.5.")
         self.feat_dim, self.n_data, self.num_negatives = feat_dim, n_data, num_negatives

@@ -24,8 +24,8 @@ from lightning_kd.losses._shapes import check_batch, check_same_shape, pool_to_c
 
 
 def _check_eps(eps: float) -> None:
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0 (it keeps the variance away from 0), got {eps}. Use eps=1e-5.")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0 (it keeps the variance from 0), got {eps}. Use eps=1e-5.")
 
 
 def vid_loss(pred_mean: Tensor, teacher: Tensor, log_scale: Tensor, eps: float = 1e-5) -> Tensor:

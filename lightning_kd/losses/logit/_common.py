@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
 def check_nonnegative(name: str, value: float | Tensor, role: str, default: float) -> None:
     """Raise unless a (non-tensor) loss weight is ``>= 0``."""
-    if not isinstance(value, Tensor) and value < 0:
-        raise ValueError(f"{name} must be >= 0 ({role}), got {value}. Use e.g. {name}={default}.")
+    if not isinstance(value, Tensor) and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 ({role}), got {value}. Use e.g. {name}={default}.")
 
 
 def check_same_logits(student_logits: Tensor, teacher_logits: Tensor, what: str) -> None:

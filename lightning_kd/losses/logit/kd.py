@@ -10,14 +10,16 @@ loss weight tuned at one temperature stays sensible at another.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def _check_temperature(temperature: float | Tensor) -> None:
-    if not isinstance(temperature, Tensor) and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}. Use e.g. temperature=4.0.")
+    if not isinstance(temperature, Tensor) and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}. Use e.g. temperature=4.0.")
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 4.0) -> Tensor:

@@ -23,8 +23,8 @@ from lightning_kd.losses._shapes import autocast_off, check_batch
 
 
 def _check_kernel(gamma: float, order: int) -> None:
-    if gamma <= 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}. Use gamma=0.4 as in the paper.")
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a finite number > 0, got {gamma}. Use gamma=0.4 as in the paper.")
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be an int >= 1 (order 0 is a constant), got {order!r}. Use order=2.")
 

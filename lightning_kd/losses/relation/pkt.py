@@ -14,6 +14,8 @@ the authors' code), averaged over all ``N²`` entries. Student and teacher may h
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -21,8 +23,8 @@ from lightning_kd.losses._shapes import autocast_off, check_batch
 
 
 def _check_eps(eps: float) -> None:
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0 (it guards log(0)), got {eps}. Use eps=1e-7.")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0 (it guards log(0)), got {eps}. Use eps=1e-7.")
 
 
 def _conditional_probs(f: Tensor) -> Tensor:

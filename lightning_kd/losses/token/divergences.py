@@ -40,8 +40,8 @@ def check_token_options(kind: str, beta: float, skew: float, temperature: float 
         raise ValueError(f"beta must be in [0, 1], got {beta}; beta=0 is forward KL, beta=1 reverse KL, e.g. 0.5.")
     if not 0.0 <= skew < 1.0:
         raise ValueError(f"skew must be in [0, 1), got {skew}; skew=0 is the plain KL, DistiLLM uses 0.1.")
-    if not isinstance(temperature, Tensor) and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}. Use e.g. temperature=1.0.")
+    if not isinstance(temperature, Tensor) and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}. Use e.g. temperature=1.0.")
 
 
 def _vocab_width(student_width: int, teacher_width: int, vocab_size: int | None) -> int:
