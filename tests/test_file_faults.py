@@ -19,6 +19,7 @@ import torch
 from conftest import make_student
 
 from lightning_kd.cache import build as build_module
+from lightning_kd.cache import checks as checks_module
 from lightning_kd.cache import store as store_module
 from lightning_kd.cache.build import build_from_recipe, build_teacher_cache
 from lightning_kd.cache.store import TeacherCache
@@ -432,7 +433,7 @@ def test_a_broken_meta_json_is_named(tmp_path, text, match):
 
 @pytest.mark.parametrize("chunk", [1 << 22, 30], ids=["one-chunk", "many-chunks"])
 def test_non_finite_logits_in_a_cache_are_refused_with_their_count(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(store_module, "_SCAN_VALUES", chunk)
+    monkeypatch.setattr(checks_module, "_SCAN_VALUES", chunk)
     path = _cache(tmp_path / "c")
     stored = np.load(path / "logits.npy", mmap_mode="r+")
     stored[1, 7, 3], stored[1, 7, 4], stored[1, 40, 0], stored[0, 49, 9] = np.nan, np.inf, -np.inf, np.nan
@@ -467,8 +468,8 @@ def test_topk_classes_out_of_range_are_refused(tmp_path):
 def test_the_scan_runs_once_per_open(tmp_path, monkeypatch):
     path = _cache(tmp_path / "c")
     calls = []
-    scan = store_module._refuse_bad_values
-    monkeypatch.setattr(store_module, "_refuse_bad_values", lambda *a: calls.append(a[0]) or scan(*a))
+    scan = store_module.refuse_bad_values
+    monkeypatch.setattr(store_module, "refuse_bad_values", lambda *a: calls.append(a[0]) or scan(*a))
     cache = TeacherCache.open(path)
     for _ in range(3):
         cache.lookup(1, torch.arange(5))

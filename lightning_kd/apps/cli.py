@@ -42,6 +42,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "cache": ("lightning_kd.cache.build", "build an offline teacher cache for a recipe"),
     "pipeline": ("lightning_kd.apps.pipeline", "run a multi-stage pipeline (teacher -> assistant -> student, ...)"),
     "quickstart": ("lightning_kd.apps.quickstart", "the digits demo: teacher, student alone, student with KD"),
+    "report": ("lightning_kd.apps.report", "teacher vs student report and the student exported (ONNX, pt2)"),
 }
 
 

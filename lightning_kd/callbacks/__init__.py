@@ -4,6 +4,7 @@ from lightning_kd.callbacks.feature_hooks import FeatureHooks
 from lightning_kd.callbacks.loss_weight import LossWeightScheduler
 from lightning_kd.callbacks.prediction_writer import PredictionWriter
 from lightning_kd.callbacks.progress_bar import KDProgressBar
+from lightning_kd.callbacks.report import ReportCallback
 from lightning_kd.callbacks.run_checkpoint import AtomicCheckpointIO, RunCheckpoint
 from lightning_kd.callbacks.run_checks import RunChecks
 from lightning_kd.callbacks.temperature import TemperatureScheduler
@@ -14,6 +15,7 @@ __all__ = [
     "KDProgressBar",
     "LossWeightScheduler",
     "PredictionWriter",
+    "ReportCallback",
     "RunCheckpoint",
     "RunChecks",
     "TemperatureScheduler",

@@ -42,7 +42,7 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _main_table(result: Mapping[str, Any]) -> list[str]:
+def main_table(result: Mapping[str, Any]) -> list[str]:
     t, s, ratios, diffs = result["teacher"], result["student"], result["ratios"], result["differences"]
     rows = [_row("", "teacher", "student", "student vs teacher"), _row("---", "---:", "---:", "---:")]
     rows.append(_row("top-1 accuracy", _pct(t["top1"]), _pct(s["top1"]), _pp(diffs["top1"])))
@@ -112,7 +112,7 @@ def render_markdown(result: Mapping[str, Any], figures: Mapping[str, str], plot_
         f"{result['num_samples']:,} samples, {result['num_classes']} classes. Latency on the CPU with "
         f"{settings['threads']} torch thread(s); torch {settings['torch_version']}.",
         "",
-        *_main_table(result),
+        *main_table(result),
         "",
     ]
     exports = result.get("exports")
