@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from conftest import make_student, make_teacher
@@ -106,3 +107,24 @@ def test_a_0_1_0_checkpoint_loads_or_says_how_to_migrate(digits, trainer_factory
 
     with pytest.raises(ValueError, match="written by lightning-kd 0.1.0 and does not fit .*load_weights"):
         DistillationModule.load_from_checkpoint(old_path, teacher=make_teacher(), student=make_student())
+
+
+def test_resuming_from_an_epoch_end_continues_exactly(digits, trainer_factory, tmp_path):
+    """The training order is a function of (seed, epoch): epoch 2 of a resumed run is epoch 2 of a straight run."""
+    from lightning_kd.data import DigitsDataModule
+
+    def run(epochs, ckpt_path=None, folder="a"):
+        L.seed_everything(0)
+        module = DistillationModule(make_teacher(), make_student())
+        cb = ModelCheckpoint(dirpath=tmp_path / folder, filename="last", enable_version_counter=False)
+        trainer = trainer_factory(
+            max_epochs=epochs, callbacks=[cb], enable_checkpointing=True, limit_val_batches=0, limit_train_batches=6
+        )
+        trainer.fit(module, DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+        return module
+
+    straight = run(2, folder="straight")
+    run(1, folder="first")
+    resumed = run(2, ckpt_path=tmp_path / "first" / "last.ckpt", folder="resumed")
+    for k, v in straight.student.state_dict().items():
+        torch.testing.assert_close(resumed.student.state_dict()[k], v, rtol=0, atol=0)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip
 from lightning_kd.data.indexed import IndexedDataset
+from lightning_kd.data.sampling import EpochShuffleSampler
 
 
 class TensorClassificationDataset(Dataset):
@@ -147,10 +148,12 @@ class InMemoryDataModule(L.LightningDataModule):
         if split not in self.splits:
             self.setup()
         dataset = self.splits[split]
+        data = IndexedDataset(dataset) if train and self.with_indices else dataset
         return DataLoader(
-            IndexedDataset(dataset) if train and self.with_indices else dataset,
+            data,
             batch_size=self.batch_size,
-            shuffle=train,
+            # the training order is a function of (seed, epoch): a resumed run sees the same batches
+            sampler=EpochShuffleSampler(data) if train else None,
             drop_last=train and len(self.splits[split]) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=_keep_batch,
