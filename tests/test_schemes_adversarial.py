@@ -285,25 +285,36 @@ def test_bad_arguments_raise_clear_errors():
         m.discriminate(torch.randn(4, 10))
 
 
-class InSync(L.Callback):
-    """Raises in the worker (and so in the parent) if DDP ranks ended with different weights."""
+class SaveRankWeights(L.Callback):
+    """Each DDP rank writes its final weights to ``<folder>/rank<r>.pt``; the parent compares them.
+
+    No collective runs at the end of training: a gloo ``all_gather`` in ``on_train_end`` raced the
+    process-group teardown and aborted a rank now and then (CI, SIGABRT), which tested gloo, not us.
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
 
     def on_train_end(self, trainer, pl_module):
-        for name in ("student", "discriminator"):
-            flat = torch.cat([p.detach().flatten() for p in getattr(pl_module, name).parameters()])
-            gathered = trainer.strategy.all_gather(flat)
-            assert torch.equal(gathered[0], gathered[1]), f"{name} weights differ between ranks"
-        assert trainer.global_step == 2
+        state = {name: _state(getattr(pl_module, name)) for name in ("student", "discriminator")}
+        torch.save({"state": state, "step": trainer.global_step}, self.folder / f"rank{trainer.global_rank}.pt")
 
 
 @pytest.mark.slow
-def test_ddp_with_find_unused_parameters_keeps_ranks_in_sync(digits, trainer_factory):
+def test_ddp_with_find_unused_parameters_keeps_ranks_in_sync(digits, trainer_factory, tmp_path):
     module = AdversarialDistillation(make_teacher(), make_student())
     trainer = trainer_factory(
         devices=2,
         strategy="ddp_spawn_find_unused_parameters_true",  # each backward leaves one network unused
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[InSync()],
+        callbacks=[SaveRankWeights(tmp_path)],
     )
     trainer.fit(module, digits)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["step"] for r in ranks] == [2, 2]
+    for name in ("student", "discriminator"):
+        first, second = ranks[0]["state"][name], ranks[1]["state"][name]
+        assert first.keys() == second.keys()
+        for key in first:
+            assert torch.equal(first[key], second[key]), f"{name}.{key} differs between ranks"
