@@ -7,7 +7,7 @@ is asked for.
 Layout (each layer imports only the ones below it)::
 
     apps/       entry points: CLI, pipeline, quickstart, cache builder
-    modules/    LightningModules: distillation, classification, multi-teacher, mutual, adversarial
+    modules/    LightningModules: distillation, classification, multi-teacher, mutual, adversarial, causal LMs
     callbacks/  schedules, feature hooks          data/  LightningDataModules
     cache/      offline teacher: store, builder, CachedTeacher
     core/       pure torch: Teacher, Batch, FeatureTerm(s), connectors, captures, schedules, weights
@@ -27,6 +27,9 @@ _EXPORTS = {
     "AdversarialDistillation": "lightning_kd.modules.adversarial",
     "CachedTeacher": "lightning_kd.cache.teacher",
     "CachedTeacherDistillation": "lightning_kd.cache.teacher",
+    "CausalLMDistillation": "lightning_kd.modules.causal_lm",
+    "CausalLMModule": "lightning_kd.modules.causal_lm",
+    "CausalLMTeacher": "lightning_kd.core.lm",
     "ClassificationModule": "lightning_kd.modules.classification",
     "DistillationModule": "lightning_kd.modules.distillation",
     "FeatureTerm": "lightning_kd.core.terms",

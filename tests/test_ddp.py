@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -70,3 +71,53 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         torch.testing.assert_close(ddp.student.state_dict()[name], value, rtol=1e-5, atol=1e-6)
     for name, value in ddp.teacher.model.state_dict().items():
         assert torch.equal(value, teacher_before[name])
+
+
+class _RankBatches(L.LightningDataModule):
+    """Rank r gets batch r; one process gets them all (as micro-batches, or merged into one)."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self) -> DataLoader:
+        mine = self.batches[dist.get_rank() :: dist.get_world_size()] if dist.is_initialized() else self.batches
+        return DataLoader(mine, batch_size=None)
+
+
+def _lm_batches() -> tuple[dict, dict]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (4, 10), generator=g)
+    labels = ids.clone()
+    labels[:2, :1] = -100  # rank 0: 18 valid next tokens
+    labels[2:, :8] = -100  # rank 1: 2 valid next tokens
+    mask = torch.ones_like(ids)
+    b1 = {"input_ids": ids[:2], "attention_mask": mask[:2], "labels": labels[:2]}
+    b2 = {"input_ids": ids[2:], "attention_mask": mask[2:], "labels": labels[2:]}
+    return b1, b2
+
+
+def _lm_module():
+    from lightning_kd.models.language import llama_lm
+    from lightning_kd.modules.causal_lm import CausalLMDistillation
+
+    teacher = llama_lm(64, hidden_size=32, num_layers=1, num_heads=2, seed=1)
+    student = llama_lm(64, hidden_size=16, num_layers=1, num_heads=2, seed=2)
+    return CausalLMDistillation(teacher, student, chunk_size=8, optimizer=partial(torch.optim.SGD, lr=1.0))
+
+
+def test_lm_token_normalisation_is_global_across_ranks(tmp_path):
+    """Two ranks with 18 and 2 valid tokens give the update of one process on both (the mean over 20 tokens),
+    not the mean of the two ranks' means."""
+    pytest.importorskip("transformers")
+    b1, b2 = _lm_batches()
+    merged = {k: torch.cat([b1[k], b2[k]]) for k in b1}
+    single, ddp = _lm_module(), _lm_module()
+    args = dict(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    args.update(enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0)
+    L.Trainer(**args, default_root_dir=tmp_path / "one").fit(single, _RankBatches([merged]))
+    L.Trainer(**args, devices=2, strategy="ddp_spawn", default_root_dir=tmp_path / "two").fit(
+        ddp, _RankBatches([b1, b2])
+    )
+    for name, value in single.student.state_dict().items():
+        torch.testing.assert_close(ddp.student.state_dict()[name], value, rtol=1e-5, atol=1e-6)

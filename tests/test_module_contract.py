@@ -65,6 +65,41 @@ class Case:
     build: Callable[[], L.LightningModule]  # a fresh module, same seeds → same models
     data: Callable[[], L.LightningDataModule] = lambda: DigitsDataModule(batch_size=32)
     students: Callable[[L.LightningModule], list[torch.nn.Module]] = lambda m: [m.student]
+    run: Callable[[torch.nn.Module], torch.Tensor] = lambda net: net(torch.randn(3, 1, 8, 8))  # seeded by the test
+
+
+def _lm_cases(tmp_path_factory) -> dict[str, Case]:
+    """Causal LMs on a tiny text corpus (tokenizer of 300 ids), Llama models of one layer."""
+    from lightning_kd.data.text import PackedTextDataModule
+    from lightning_kd.models.language import llama_lm
+
+    corpus = tmp_path_factory.mktemp("corpus")
+    for i in range(12):
+        (corpus / f"m{i}.py").write_text("".join(f"def f_{i}_{j}(x):\n    return x + {j}\n" for j in range(30)))
+    cache = tmp_path_factory.mktemp("lm_cache")
+
+    def data() -> PackedTextDataModule:
+        return PackedTextDataModule(
+            text_dir=str(corpus), pattern="*.py", vocab_size=300, val_fraction=0.3, cache_dir=str(cache),
+            seq_len=16, batch_size=4,
+        )  # fmt: skip
+
+    def lm(seed: int, hidden: int = 16) -> torch.nn.Module:
+        return llama_lm(300, hidden_size=hidden, num_layers=1, num_heads=2, max_position=32, seed=seed)
+
+    def run(net: torch.nn.Module) -> torch.Tensor:
+        return net(input_ids=torch.arange(12).reshape(2, 6)).logits
+
+    return {
+        "CausalLMDistillation": Case(
+            lambda: modules.CausalLMDistillation(
+                lm(0, 32), lm(1), chunk_size=8, teacher_vocab=data().vocab_fingerprint
+            ),
+            data=data,
+            run=run,
+        ),
+        "CausalLMModule": Case(lambda: modules.CausalLMModule(lm(1)), data=data, students=lambda m: [m.model], run=run),
+    }
 
 
 def _cached(tmp_path_factory) -> Case:
@@ -96,6 +131,7 @@ def cases(tmp_path_factory) -> dict[str, Case]:
             lambda: MutualLearning([make_student(), make_student()]), students=lambda m: list(m.students)
         ),
         "ClassificationModule": Case(lambda: ClassificationModule(make_student()), students=lambda m: [m.model]),
+        **_lm_cases(tmp_path_factory),
     }
 
 
@@ -106,6 +142,8 @@ COVERS = {
     AdversarialDistillation: "AdversarialDistillation+features",
     MutualLearning: "MutualLearning",
     ClassificationModule: "ClassificationModule",
+    modules.CausalLMDistillation: "CausalLMDistillation",
+    modules.CausalLMModule: "CausalLMModule",
 }
 
 
@@ -143,6 +181,8 @@ CASE_NAMES = [
     "AdversarialDistillation+features",
     "MutualLearning",
     "ClassificationModule",
+    "CausalLMDistillation",
+    "CausalLMModule",
 ]
 
 
@@ -189,10 +229,12 @@ def test_module_contract(name, all_cases, tmp_path):
     assert not [k for k in loaded["state_dict"] if k.startswith("teacher.")]
     fresh = case.build()
     fresh.load_state_dict(_with_teachers(fresh, loaded), strict=True)
-    x = torch.randn(3, 1, 8, 8)
     for a, b in zip(case.students(module), case.students(fresh)):
         a.eval(), b.eval()
-        torch.testing.assert_close(b(x), a(x))
+        torch.manual_seed(0)
+        out_a = case.run(a)
+        torch.manual_seed(0)
+        torch.testing.assert_close(case.run(b), out_a)
 
 
 def _with_teachers(fresh: L.LightningModule, checkpoint: dict) -> dict:

@@ -1,6 +1,8 @@
-"""Callbacks: temperature and loss-weight schedules, feature hooks, a progress bar that costs no step."""
+"""Callbacks: temperature and loss-weight schedules, feature hooks, a progress bar that costs no step,
+the causal-LM export."""
 
 from lightning_kd.callbacks.feature_hooks import FeatureHooks
+from lightning_kd.callbacks.lm_export import SaveLanguageModel
 from lightning_kd.callbacks.loss_weight import LossWeightScheduler
 from lightning_kd.callbacks.prediction_writer import PredictionWriter
 from lightning_kd.callbacks.progress_bar import KDProgressBar
@@ -18,5 +20,6 @@ __all__ = [
     "ReportCallback",
     "RunCheckpoint",
     "RunChecks",
+    "SaveLanguageModel",
     "TemperatureScheduler",
 ]

@@ -2,6 +2,7 @@
 
 from lightning_kd.models.discriminator import mlp_discriminator
 from lightning_kd.models.hub import timm_model, torchvision_model
+from lightning_kd.models.language import llama_lm, pretrained_lm
 from lightning_kd.models.mlp import MLP
 from lightning_kd.models.resnet import (
     BasicBlock,
@@ -34,7 +35,9 @@ __all__ = [
     "resnet44",
     "resnet56",
     "resnet110",
+    "llama_lm",
     "mlp_discriminator",
+    "pretrained_lm",
     "timm_model",
     "torchvision_model",
     "wrn_16_2",

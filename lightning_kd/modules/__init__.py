@@ -1,8 +1,9 @@
-"""The LightningModules: distillation (one teacher), multi-teacher, adversarial, mutual learning, and plain
-classification (teachers and the student-alone baseline). Each composes the core components (teacher,
-batch, feature terms) and adds only what is its own."""
+"""The LightningModules: distillation (one teacher), multi-teacher, adversarial, mutual learning, plain
+classification (teachers and the student-alone baseline), and causal language models (plain and distilled).
+Each composes the core components (teacher, batch, feature terms) and adds only what is its own."""
 
 from lightning_kd.modules.adversarial import AdversarialDistillation
+from lightning_kd.modules.causal_lm import CausalLMDistillation, CausalLMModule
 from lightning_kd.modules.classification import ClassificationModule
 from lightning_kd.modules.common import BaseModule
 from lightning_kd.modules.distillation import DistillationModule
@@ -12,6 +13,8 @@ from lightning_kd.modules.mutual import MutualLearning
 __all__ = [
     "AdversarialDistillation",
     "BaseModule",
+    "CausalLMDistillation",
+    "CausalLMModule",
     "ClassificationModule",
     "DistillationModule",
     "MultiTeacherDistillation",

@@ -1,7 +1,13 @@
 """Token-level (language-model) distillation losses: per-token divergences and a chunked lm-head loss."""
 
-from lightning_kd.losses.token.chunked import TokenDistillSums, chunked_token_distill_loss, naive_token_distill_loss
+from lightning_kd.losses.token.chunked import (
+    TokenDistillSums,
+    chunked_cross_entropy,
+    chunked_token_distill_loss,
+    naive_token_distill_loss,
+)
 from lightning_kd.losses.token.divergences import TOKEN_DIVERGENCES, reduce_token_loss, token_divergence
+from lightning_kd.losses.token.evaluation import token_eval_sums
 from lightning_kd.losses.token.functional import (
     forward_kl,
     generalized_jsd,
@@ -17,6 +23,7 @@ __all__ = [
     "ChunkedTokenDistillLoss",
     "TokenDistillSums",
     "TokenDivergenceLoss",
+    "chunked_cross_entropy",
     "chunked_token_distill_loss",
     "forward_kl",
     "generalized_jsd",
@@ -26,5 +33,6 @@ __all__ = [
     "skew_forward_kl",
     "skew_reverse_kl",
     "token_divergence",
+    "token_eval_sums",
     "total_variation",
 ]

@@ -250,3 +250,46 @@ def naive_token_distill_loss(
         scale_by_t2=scale_by_t2,
     )
     return TokenDistillSums(out[1] if ce else None, out[0], (y != ignore_index).sum())
+
+
+def _chunk_ce(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, ignore_index: int) -> Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+
+
+def chunked_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    labels: Tensor,
+    *,
+    chunk_size: int = 256,
+    ignore_index: int = -100,
+) -> tuple[Tensor, Tensor]:
+    """``(ce_sum, num_valid)`` of next-token cross-entropy from final hidden states, one chunk of rows at a time.
+
+    The student-alone counterpart of :func:`chunked_token_distill_loss`: rows already shifted, the head applied
+    per chunk under activation checkpointing (exact gradients, only one ``(chunk_size, V)`` block at a time).
+
+    Example:
+        >>> h = torch.randn(6, 4, requires_grad=True); w = torch.randn(9, 4)
+        >>> ce, n = chunked_cross_entropy(h, w, None, torch.tensor([1, 2, -100, 3, 4, 5]), chunk_size=4)
+        >>> torch.allclose(ce, F.cross_entropy(h @ w.T, torch.tensor([1, 2, -100, 3, 4, 5]), reduction="sum"))
+        True
+    """
+    if not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}; e.g. chunk_size=256.")
+    _check_head("student", hidden, weight, bias)
+    _check_labels(labels, hidden.shape[:-1], "chunked_cross_entropy")
+    h, y = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    recompute = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, weight, bias))
+    total = h.new_zeros((), dtype=torch.float32)
+    for start in range(0, h.shape[0], chunk_size):
+        args = (h[start : start + chunk_size], weight, bias, y[start : start + chunk_size], ignore_index)
+        part = (
+            checkpoint(_chunk_ce, *args, use_reentrant=False, preserve_rng_state=False)
+            if recompute
+            else _chunk_ce(*args)
+        )
+        total = total + part
+    return total, (y != ignore_index).sum()

@@ -1,0 +1,350 @@
+"""Causal language models: plain next-token training (teachers, the student-alone baseline) and token-level
+distillation of a causal LM into a smaller one."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_kd.core.batch import Batch
+from lightning_kd.core.lm import CausalLMTeacher, check_head_matches, check_plain_head, final_hidden, lm_head
+from lightning_kd.core.teacher import TeacherBase, output_logits
+from lightning_kd.losses.token import (
+    chunked_cross_entropy,
+    chunked_token_distill_loss,
+    naive_token_distill_loss,
+    token_eval_sums,
+)
+from lightning_kd.losses.token.divergences import check_token_options
+from lightning_kd.models.language import model_vocab_fingerprint
+from lightning_kd.modules.common import save_plain_hyperparameters
+from lightning_kd.modules.language import (
+    IGNORE_INDEX,
+    VOCAB_RECORD_KEY,
+    LanguageModelBase,
+    check_same_vocab,
+    next_token_labels,
+    resolve_vocab_size,
+)
+
+
+def _check_chunk_size(chunk_size: int | None) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None (full logits), got {chunk_size!r}; e.g. 256.")
+
+
+class CausalLMModule(LanguageModelBase):
+    """Train a causal LM on next-token cross-entropy: the teacher, or the student-alone baseline.
+
+    Batches are dicts ``{"input_ids", "attention_mask", "labels"}`` (labels unshifted, ``-100`` where no loss is
+    taken), as :class:`~lightning_kd.data.PackedTextDataModule` and
+    :class:`~lightning_kd.data.PromptResponseDataModule` yield them. The loss is the mean over the valid tokens of
+    the whole optimizer step (see :class:`~lightning_kd.modules.language.LanguageModelBase`). Validation logs
+    ``val/loss`` (nats per token), ``val/ppl`` and ``val/acc`` from exact sums over the whole split. Checkpoints
+    record the data's vocabulary fingerprint, so a student distilled from this model is checked against it.
+
+    Args:
+        model: a ``transformers`` causal LM (e.g. :func:`~lightning_kd.models.llama_lm`).
+        chunk_size: apply the lm head and the cross-entropy this many tokens at a time, so the ``(tokens, V)``
+            logits never exist in full (exact gradients); ``None``: the model's own full logits.
+        optimizer: optimizer over the model's parameters.
+        lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
+        scheduler_interval: ``auto``, ``step`` or ``epoch``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        chunk_size: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
+        save_plain_hyperparameters(self)
+        _check_chunk_size(chunk_size)
+        if chunk_size is not None:
+            check_plain_head(model, "model")
+        self.model = model
+        self.chunk_size = chunk_size
+        self._head_checked = chunk_size is None
+
+    def lm_network(self) -> nn.Module:
+        return self.model
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        """The model's logits ``(B, L, V)``."""
+        return output_logits(self.model(**inputs), "model")
+
+    def setup(self, stage: str) -> None:
+        self.check_strategy(self.chunk_size is not None)
+        self._record_data_vocab()
+        fp, size, name = self.data_vocab()
+        resolve_vocab_size(self.head_widths(model=self.model), size, None, name)
+        source = "its config" if model_vocab_fingerprint(self.model) else ""
+        check_same_vocab([("model", model_vocab_fingerprint(self.model), source), ("data", fp, name)], name)
+
+    def _outputs(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, Tensor | None] | None]:
+        if self.chunk_size is None:
+            return self(batch.inputs), None
+        if not self._head_checked:
+            check_head_matches(self.model, batch.inputs, "model")
+            self._head_checked = True
+        return final_hidden(self.model, batch.inputs), lm_head(self.model, "model")
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        batch = self.unpack_batch(batch)
+        y = next_token_labels(batch.targets)
+        out, head = self._outputs(batch)
+        if head is None:
+            rows = out.reshape(-1, out.shape[-1]).float()
+            ce_sum = nn.functional.cross_entropy(rows, y.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+            num_valid = (y != IGNORE_INDEX).sum()
+        else:
+            ce_sum, num_valid = chunked_cross_entropy(out, *head, y, chunk_size=self.chunk_size)
+        loss = self.token_mean(ce_sum, num_valid, y.numel())
+        self.log_step(ce_sum.detach() / num_valid.clamp_min(1), batch_idx=batch_idx)
+        return loss
+
+    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
+        out, head = self._outputs(batch)
+        sums = token_eval_sums(out, next_token_labels(batch.targets), student_head=head, chunk_size=self.chunk_size)
+        (self.val_sums if stage == "val" else self.test_sums).update(sums)
+
+
+def _read_vocab_record(path: str | None) -> str | None:
+    """The vocabulary fingerprint a lightning-kd checkpoint recorded, if the file has one."""
+    if path is None:
+        return None
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(VOCAB_RECORD_KEY)
+    except Exception:  # noqa: BLE001 - the weights loader has already said what is wrong with the file
+        return None
+    return record.get("fingerprint") if isinstance(record, dict) else None
+
+
+def _fingerprint_of(value: str) -> str:
+    """A vocabulary fingerprint given directly (64 hex digits) or as a tokenizer file/folder to compute it from."""
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()):
+        return value.lower()
+    path = os.path.join(value, "tokenizer.json") if os.path.isdir(value) else value
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"teacher_vocab={value!r} is neither a sha256 vocabulary fingerprint nor a tokenizer.json file or a folder "
+            "holding one (a transformers model folder saved with its tokenizer)."
+        )
+    from tokenizers import Tokenizer
+
+    from lightning_kd.data.tokenizer import vocab_fingerprint
+
+    return vocab_fingerprint(Tokenizer.from_file(path))
+
+
+class CausalLMDistillation(LanguageModelBase):
+    """Distil a frozen causal-LM ``teacher`` into a smaller causal-LM ``student``, token by token.
+
+    Loss over the positions that have a label (``labels != -100``; logits at ``t`` predict token ``t + 1``, the
+    shift done once by :func:`~lightning_kd.modules.language.next_token_labels`)::
+
+        loss = (1 − α) · CE(student, next token)  +  α · D(p_teacher, p_student)     (per valid token)
+
+    normalised by the valid tokens of the whole optimizer step (exact under gradient accumulation and DDP). ``D``
+    is one of :data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES` (forward/reverse KL, generalised JSD(β), skew
+    KLs, total variation) at temperature ``T`` (``T²`` applied), in fp32 whatever the models' dtype.
+
+    With ``chunk_size`` set (default) the two lm heads and both terms are computed ``chunk_size`` tokens at a time
+    from the final hidden states (:func:`~lightning_kd.losses.token.chunked_token_distill_loss`), so the
+    ``(tokens, V)`` logits of the two models never exist in full; a head that is not ``hidden @ W.T + b`` (logit
+    soft-capping, …) is refused by name, and ``chunk_size: null`` trains on full logits instead.
+
+    Vocabularies are checked by identity: the data's tokenizer fingerprint is compared with the teacher's (from
+    ``teacher_vocab``, the ``teacher_ckpt``'s record, or the model config's ``lightning_kd_vocab_fingerprint``)
+    and the student's (its config); any difference is refused naming both. A head wider than the tokenizer
+    (padded vocabularies, e.g. 151936 vs 152064) is compared on the tokenizer's ids only.
+
+    Args:
+        teacher: the trained causal LM (or a :class:`~lightning_kd.core.lm.CausalLMTeacher`).
+        student: the causal LM to train.
+        teacher_ckpt: weights for the teacher (a ``CausalLMModule`` checkpoint or a ``state_dict`` file).
+        teacher_vocab: the teacher's vocabulary: a sha256 fingerprint, a ``tokenizer.json`` or a folder holding
+            one; ``None``: read from ``teacher_ckpt`` or the teacher's config.
+        divergence: ``forward_kl`` (Hinton/torchtune), ``reverse_kl`` (MiniLLM), ``jsd`` (GKD), ``skew_forward_kl``,
+            ``skew_reverse_kl`` (DistiLLM) or ``tv``.
+        alpha: weight of the divergence in ``[0, 1]``; the CE gets ``1 − α``.
+        temperature: ``T > 0``; both distributions are softened by it and the divergence multiplied by ``T²``.
+        beta: JSD's teacher weight (``jsd`` only; 0 and 1 are forward and reverse KL, see ``token_divergence``).
+        skew: DistiLLM's skew (``skew_*`` only).
+        chunk_size: tokens per chunk of the fused head+loss; ``None``: full logits.
+        vocab_size: compare only the first ``vocab_size`` logit columns; ``None``: the data's tokenizer size.
+        optimizer, lr_scheduler, scheduler_interval: as in :class:`CausalLMModule`.
+        save_teacher: also keep the teacher's weights in checkpoints.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        teacher_ckpt: str | None = None,
+        teacher_vocab: str | None = None,
+        divergence: str = "forward_kl",
+        alpha: float = 0.5,
+        temperature: float = 1.0,
+        beta: float = 0.5,
+        skew: float = 0.1,
+        chunk_size: int | None = 256,
+        vocab_size: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        save_teacher: bool = False,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, scheduler_interval)
+        save_plain_hyperparameters(self)
+        check_token_options(divergence, beta, skew, temperature)
+        _check_chunk_size(chunk_size)
+        if vocab_size is not None and vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1 (the tokenizer's size), got {vocab_size}.")
+        if isinstance(teacher, TeacherBase):
+            if teacher_ckpt is not None or save_teacher:
+                raise ValueError("teacher is a component: set ckpt/save_weights on it, not teacher_ckpt/save_teacher.")
+            self.teacher = teacher
+        else:
+            self.teacher = CausalLMTeacher(teacher, ckpt=teacher_ckpt, save_weights=save_teacher)
+        self.student = student
+        if chunk_size is not None:
+            check_plain_head(student, "student")
+            if not callable(getattr(self.teacher, "head", None)):
+                raise ValueError(
+                    f"the chunked loss needs the teacher's lm head, which a {type(self.teacher).__name__} does not "
+                    "give; set chunk_size: null."
+                )
+            check_plain_head(self.teacher.model, "teacher")
+            self.teacher.output = "hidden"
+        self._teacher_vocab = self._teacher_fingerprint(teacher_vocab, teacher_ckpt)
+        self.divergence, self.beta, self.skew = divergence, beta, skew
+        self.chunk_size, self.vocab_size_arg = chunk_size, vocab_size
+        self.loss_vocab_size: int | None = vocab_size
+        self.register_buffer("schedule_values", torch.zeros(2), persistent=False)  # (temperature, alpha)
+        self.alpha, self.temperature = alpha, temperature
+        self._head_checked = chunk_size is None
+
+    def _teacher_fingerprint(self, given: str | None, ckpt: str | None) -> tuple[str | None, str]:
+        if given is not None:
+            return _fingerprint_of(given), f"teacher_vocab={given!r}"
+        recorded = _read_vocab_record(ckpt)
+        if recorded:
+            return recorded, f"teacher_ckpt {ckpt!r}"
+        model = getattr(self.teacher, "model", None)
+        fp = model_vocab_fingerprint(model) if model is not None else None
+        return fp, "its config"
+
+    # -- knobs a callback may turn (TemperatureScheduler, LossWeightScheduler) ------------------------------
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {value}; 1.0 is usual for LMs.")
+        self._temperature = float(value)
+        self.schedule_values[0].fill_(value)
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (weight of the divergence), got {value}.")
+        self._alpha = float(value)
+        self.schedule_values[1].fill_(value)
+
+    def step_extras(self) -> dict[str, Tensor]:
+        return {"temperature": self.schedule_values[0], "alpha": self.schedule_values[1]}
+
+    def lm_network(self) -> nn.Module:
+        return self.student
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        """The student's logits ``(B, L, V)``."""
+        return output_logits(self.student(**inputs), "student")
+
+    # -- set-up: vocabularies ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        self.check_strategy(self.chunk_size is not None)
+        self._record_data_vocab()
+        fp, size, name = self.data_vocab()
+        widths = self.head_widths(student=self.student, teacher=getattr(self.teacher, "model", None))
+        self.loss_vocab_size = resolve_vocab_size(widths, size, self.vocab_size_arg, name)
+        teacher_fp, teacher_source = self._teacher_vocab
+        student_fp = model_vocab_fingerprint(self.student)
+        records = [("data", fp, name), ("teacher", teacher_fp, teacher_source), ("student", student_fp, "its config")]
+        check_same_vocab(records, name)
+        if teacher_fp is None and stage == "fit":
+            rank_zero_warn(
+                "CausalLMDistillation cannot check that the teacher was trained with the data's tokenizer: nothing "
+                "records the teacher's vocabulary (no teacher_vocab, no record in teacher_ckpt, none in its "
+                "config). Pass teacher_vocab: <its tokenizer.json> to check it."
+            )
+
+    # -- the two models ------------------------------------------------------------------------------------
+    def _outputs(self, batch: Batch) -> tuple[Tensor, Tensor, Any, Any]:
+        """``(student, teacher, student_head, teacher_head)``: hidden states and heads (chunked) or logits."""
+        if self.chunk_size is None:
+            return self(batch.inputs), self.teacher(batch.inputs).logits, None, None
+        if not self._head_checked:
+            check_head_matches(self.student, batch.inputs, "student")
+            check_head_matches(self.teacher.model, batch.inputs, "teacher")
+            self._head_checked = True
+        hidden = final_hidden(self.student, batch.inputs)
+        return hidden, self.teacher(batch.inputs).hidden, lm_head(self.student, "student"), self.teacher.head()
+
+    def _options(self) -> dict[str, Any]:
+        return dict(
+            kind=self.divergence,
+            beta=self.beta,
+            skew=self.skew,
+            temperature=self._temperature,
+            vocab_size=self.loss_vocab_size,
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        batch = self.unpack_batch(batch)
+        y = next_token_labels(batch.targets)
+        student, teacher, s_head, t_head = self._outputs(batch)
+        if s_head is None:
+            sums = naive_token_distill_loss(student, teacher, y, **self._options())
+        else:
+            sums = chunked_token_distill_loss(
+                student, *s_head, teacher, *t_head, y, chunk_size=self.chunk_size, **self._options()
+            )
+        loss_sum = (1.0 - self._alpha) * sums.ce_sum + self._alpha * sums.div_sum
+        loss = self.token_mean(loss_sum, sums.num_valid, y.numel())
+        n = sums.num_valid.clamp_min(1)
+        terms = {"ce": sums.ce_sum.detach() / n, "kd": sums.div_sum.detach() / n}
+        self.log_step(loss_sum.detach() / n, terms, batch_idx=batch_idx)
+        return loss
+
+    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
+        student, teacher, s_head, t_head = self._outputs(batch)
+        sums = token_eval_sums(
+            student,
+            next_token_labels(batch.targets),
+            teacher,
+            student_head=s_head,
+            teacher_head=t_head,
+            chunk_size=self.chunk_size,
+            **self._options(),
+        )
+        (self.val_sums if stage == "val" else self.test_sums).update(sums)
+
+
+__all__ = ["CausalLMDistillation", "CausalLMModule"]

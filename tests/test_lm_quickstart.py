@@ -1,0 +1,54 @@
+"""The language-model main job: ``lightning-kd quickstart-lm`` end to end (tiny), and the paired KD gain (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from lightning_kd.apps import lm_quickstart  # noqa: E402
+
+
+def _corpus(folder):
+    folder.mkdir()
+    for i in range(12):
+        body = "".join(f"def f_{i}_{j}(x):\n    return x * {j} + {i}\n" for j in range(40))
+        (folder / f"m{i:02d}.py").write_text(body)
+    return str(folder)
+
+
+def test_quickstart_lm_runs_and_reuses_its_teacher(tmp_path, capsys):
+    args = dict(
+        seeds=[0], teacher_steps=2, student_steps=2, val_batches=2, text_dir=_corpus(tmp_path / "corpus"),
+        cache_dir=tmp_path / "cache", vocab_size=300, out_dir=tmp_path / "out",
+    )  # fmt: skip
+    r = lm_quickstart.run(**args)
+    row = r["seeds"][0]
+    assert set(row) == {"alone", "kd", "gain"}
+    assert row["gain"] == pytest.approx(row["alone"]["loss"] - row["kd"]["loss"])
+    assert 0 <= row["kd"]["agreement"] <= 1
+    assert row["kd"]["ppl"] == pytest.approx(math.exp(row["kd"]["loss"]), rel=1e-4)
+    assert r["teacher_params"] > 3 * r["student_params"]
+    folder = tmp_path / "out" / "kd_seed0" / "version_0" / "hf_model"
+    assert r["student_folder"] == str(folder)
+    assert (folder / "config.json").is_file() and (folder / "samples.md").is_file()
+    table = lm_quickstart.format_table(r)
+    assert "| 0 |" in table and "gain (nats)" in table
+    ckpt = tmp_path / "out" / "teacher" / "teacher.ckpt"
+    stamp = ckpt.stat().st_mtime_ns
+    lm_quickstart.run(**args, save=False)
+    assert "reusing" in capsys.readouterr().out and ckpt.stat().st_mtime_ns == stamp  # the teacher is not retrained
+
+
+@pytest.mark.slow
+def test_kd_beats_the_student_alone_by_a_tenth_of_a_nat_on_two_seeds(tmp_path):
+    """CI-sized (issue 12): teacher 2.2 M params 300 steps, student 0.6 M 150 steps × 4096 tokens, CPython stdlib;
+    paired runs (same seed, initial weights, batch order): KD lowers the held-out loss by >= 0.1 nats per seed."""
+    r = lm_quickstart.run(
+        out_dir=tmp_path / "out", seeds=[0, 1], val_batches=24, cache_dir=tmp_path / "cache", save=False
+    )
+    gains = {seed: row["gain"] for seed, row in r["seeds"].items()}
+    print(lm_quickstart.format_table(r))
+    assert all(g >= 0.1 for g in gains.values()), gains
