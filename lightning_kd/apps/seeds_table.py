@@ -1,0 +1,169 @@
+"""The tables of ``lightning-kd seeds``: per run, mean ± std over seeds, every seed, paired differences."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; 0 for one value)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{run: {seed: result}}`` of the result files found (missing seeds are absent)."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for name in study["runs"]:
+        for seed in seeds:
+            path = out / name / f"seed_{seed}" / "result.json"
+            if path.is_file():
+                found.setdefault(name, {})[seed] = json.loads(path.read_text())
+    return found
+
+
+def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """One row per run: per metric mean/std/values over the seeds that finished, the paired difference against the
+    baseline on the seeds both finished, fit time, failures."""
+    found = collect(study, out, seeds)
+    baseline = study.get("baseline")
+    base = {s: r for s, r in found.get(baseline, {}).items() if r.get("status") == "ok"}
+    rows = []
+    for name in study["runs"]:
+        results = found.get(name, {})
+        ok = {s: r for s, r in sorted(results.items()) if r.get("status") == "ok"}
+        row: dict[str, Any] = {
+            "run": name,
+            "seeds": sorted(ok),
+            "failed": {s: r.get("error", "") for s, r in results.items() if r.get("status") != "ok"},
+            "missing": [s for s in seeds if s not in results],
+            "metrics": {},
+        }
+        for metric in study["metrics"]:
+            values = {s: r["metrics"][metric] for s, r in ok.items() if r["metrics"].get(metric) is not None}
+            mean, std = _mean_std(list(values.values()))
+            entry: dict[str, Any] = {"mean": mean, "std": std, "per_seed": values}
+            if baseline is not None and name != baseline:
+                diffs = {s: v - base[s]["metrics"][metric] for s, v in values.items() if s in base}
+                d_mean, d_std = _mean_std(list(diffs.values()))
+                b_mean, b_std = _mean_std([base[s]["metrics"][metric] for s in base])
+                entry["diff"] = {"mean": d_mean, "std": d_std, "per_seed": diffs}
+                # the issue's criterion: the means differ by more than the two standard deviations combined
+                entry["beyond_noise"] = bool(diffs) and abs(mean - b_mean) > std + b_std
+            row["metrics"][metric] = entry
+        fit = [r.get("fit_seconds", math.nan) for r in ok.values()]
+        row["fit_seconds"] = statistics.fmean(fit) if fit else math.nan
+        row["commands"] = next(iter(results.values()), {}).get("commands", [])
+        rows.append(row)
+    return rows
+
+
+def _pct(x: float, metric: str) -> str:
+    if math.isnan(x):
+        return "–"
+    return f"{100 * x:.2f}" if metric.endswith("acc") else f"{x:.4f}"
+
+
+def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[int]) -> str:
+    metric = study["metrics"][0]
+    unit = " (%)" if metric.endswith("acc") else ""
+    baseline = study.get("baseline")
+    lines = [
+        f"{metric}{unit} over seeds {list(seeds)}: mean ± std (sample std), every seed, and the paired difference "
+        f"against `{baseline}` on the same seed"
+        + ("" if baseline else " (no baseline)")
+        + "; *beyond noise*: the means differ by more than the two stds combined.",
+        "",
+        f"| run | {metric} | per seed | vs {baseline or '–'} (paired) | beyond noise | fit time (s) | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        m = row["metrics"][metric]
+        per_seed = " / ".join(_pct(v, metric) for v in m["per_seed"].values()) or "–"
+        diff = m.get("diff")
+        diff_s = f"{_pct(diff['mean'], metric)} ± {_pct(diff['std'], metric)}" if diff and diff["per_seed"] else "–"
+        noise = "–" if row["run"] == baseline or not diff else ("yes" if m.get("beyond_noise") else "no")
+        notes = []
+        if row["failed"]:
+            notes.append(f"failed seeds {sorted(row['failed'])} (not averaged)")
+        if row["missing"]:
+            notes.append(f"not run yet: seeds {row['missing']}")
+        lines.append(
+            f"| {row['run']} | {_pct(m['mean'], metric)} ± {_pct(m['std'], metric)} | {per_seed} | {diff_s} | "
+            f"{noise} | {row['fit_seconds']:.0f} | {'; '.join(notes)} |"
+        )
+    lines += ["", "Commands (the first seed; the others change `--seed_everything` and the folder):", "", "```bash"]
+    for row in rows:
+        lines += row["commands"]
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_tables(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """Write ``results.md``, ``results.json``, ``results.csv`` (and ``results.png`` with matplotlib) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarize(study, out, seeds)
+    text = markdown(study, rows, seeds)
+    _atomic(out / "results.md", f"# {study['name']}\n\n{text}")
+    _atomic(out / "results.json", json.dumps({"study": study["name"], "seeds": list(seeds), "rows": rows}, indent=2))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "metric", "seed", "value", "diff_vs_baseline", "fit_seconds"])
+    for row in rows:
+        for metric, m in row["metrics"].items():
+            for seed, value in m["per_seed"].items():
+                diff = (m.get("diff") or {}).get("per_seed", {}).get(seed, "")
+                writer.writerow([row["run"], metric, seed, value, diff, round(row["fit_seconds"], 1)])
+    _atomic(out / "results.csv", buffer.getvalue())
+    _plot(study, rows, out / "results.png")
+    return {"rows": rows, "markdown": text}
+
+
+def _plot(study: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    metric = study["metrics"][0]
+    shown = [r for r in rows if r["metrics"][metric]["per_seed"]]
+    if not shown:
+        return
+    scale = 100 if metric.endswith("acc") else 1
+    means = [scale * r["metrics"][metric]["mean"] for r in shown]
+    stds = [scale * r["metrics"][metric]["std"] for r in shown]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(shown) + 1.2))
+    y = range(len(shown))
+    colors = ["tab:gray" if r["run"] == study.get("baseline") else "tab:blue" for r in shown]
+    ax.barh(list(y), means, xerr=stds, color=colors, capsize=3)
+    for i, r in enumerate(shown):
+        ax.plot([scale * v for v in r["metrics"][metric]["per_seed"].values()], [i] * len(r["seeds"]), "k.", ms=3)
+    ax.set_yticks(list(y), [r["run"] for r in shown])
+    ax.invert_yaxis()
+    low = min(m - s for m, s in zip(means, stds))
+    high = max(m + s for m, s in zip(means, stds))
+    ax.set_xlim(low - 0.15 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    ax.set_xlabel(f"{metric}{' (%)' if scale == 100 else ''}, mean ± std over seeds (dots: each seed)")
+    ax.set_title(study["name"])
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
