@@ -128,3 +128,61 @@ def test_resuming_from_an_epoch_end_continues_exactly(digits, trainer_factory, t
     resumed = run(2, ckpt_path=tmp_path / "first" / "last.ckpt", folder="resumed")
     for k, v in straight.student.state_dict().items():
         torch.testing.assert_close(resumed.student.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_last_ckpt_is_the_latest_epoch_even_when_the_monitor_stalls(digits, trainer_factory, tmp_path):
+    """ModelCheckpoint rewrites last.ckpt only when it writes a top-k one; RunCheckpoint writes it every epoch."""
+    from functools import partial
+
+    from lightning_kd.callbacks import RunCheckpoint
+
+    module = DistillationModule(make_teacher(), make_student(), optimizer=partial(torch.optim.SGD, lr=0.0))
+    cb = RunCheckpoint(dirpath=str(tmp_path / "ckpt"), publish_to=None)
+    trainer = trainer_factory(
+        max_epochs=3, callbacks=[cb], enable_checkpointing=True, limit_train_batches=2, limit_val_batches=1
+    )
+    trainer.fit(module, digits)
+    epoch = {n: torch.load(tmp_path / "ckpt" / f"{n}.ckpt", weights_only=True)["epoch"] for n in ("best", "last")}
+    assert epoch == {"best": 0, "last": 2}  # lr 0: val/acc never improves after epoch 0
+
+
+def test_ctrl_c_says_where_last_ckpt_is_and_how_to_resume(digits, trainer_factory, tmp_path, caplog):
+    from lightning_kd.callbacks import RunCheckpoint
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step >= 3:
+                raise KeyboardInterrupt
+
+    cb = RunCheckpoint(dirpath=str(tmp_path / "ckpt"), publish_to=None)
+    trainer = trainer_factory(
+        max_epochs=3, callbacks=[cb, CtrlC()], enable_checkpointing=True, limit_train_batches=2, limit_val_batches=1
+    )
+    with caplog.at_level("INFO"), pytest.raises(SystemExit):
+        trainer.fit(DistillationModule(make_teacher(), make_student()), digits)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    assert f"interrupted at step 3 (epoch 1); the run's state is saved in {last}: resume with" in caplog.text
+    assert f"--ckpt_path {last}" in caplog.text
+
+
+def test_load_from_checkpoint_into_another_class_names_the_class_to_use(digits, trainer_factory, tmp_path):
+    from lightning_kd import ClassificationModule
+
+    _, path = _fit(DistillationModule(make_teacher(), make_student()), digits, trainer_factory, tmp_path, epochs=1)
+    with pytest.raises(
+        ValueError,
+        match=rf"checkpoint '{path}' was written by DistillationModule .* cannot be loaded into ClassificationModule: "
+        r"load it with DistillationModule\.load_from_checkpoint",
+    ):
+        ClassificationModule.load_from_checkpoint(path, model=make_student())
+
+
+def test_resuming_with_another_value_says_how_to_keep_the_old_one():
+    from lightning_kd.modules.checkpoint_checks import resumed_differences
+
+    lines = resumed_differences({"temperature": 2.0, "alpha": 0.9}, {"temperature": 4.0, "alpha": 0.9})
+    assert lines == [
+        "resuming with temperature=2.0; the checkpoint was trained with temperature=4.0: to keep that, pass "
+        "--model.init_args.temperature=4.0 (from Python: temperature=4.0)"
+    ]

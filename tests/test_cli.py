@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,14 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
     if "FashionMNIST" in cfg["data"]["class_path"]:
         args.append(f"--data.init_args.data_dir={FMNIST_DIR}")
         args.append("--data.init_args.batch_size=32")  # one step proves the recipe; 256 images cost CPU minutes
+    if cfg["data"]["class_path"].endswith("PackedTextDataModule"):  # a tiny corpus, not the standard library
+        corpus = tmp_path / "corpus"
+        corpus.mkdir(exist_ok=True)
+        for i in range(12):
+            (corpus / f"m{i}.py").write_text("".join(f"def f_{i}_{j}(x):\n    return x + {j}\n" for j in range(30)))
+        args += [f"--data.init_args.text_dir={corpus}", "--data.init_args.pattern=*.py"]
+        args += ["--data.init_args.vocab_size=300", "--data.init_args.seq_len=16", "--data.init_args.batch_size=4"]
+        args += ["--data.init_args.val_fraction=0.3", f"--data.init_args.cache_dir={tmp_path / 'lm_data'}"]
     teacher = init.get("teacher") or {}
     if teacher.get("class_path") == "lightning_kd.CachedTeacher":  # a 1-epoch cache of a tiny teacher first
         from lightning_kd.cache.build import build_from_recipe
@@ -114,7 +123,7 @@ def test_fragments_are_short_and_bases_hold_what_is_shared():
     for _, fragment in RECIPES:
         cfg = yaml.safe_load((REPO / fragment).read_text())
         assert set(cfg) <= {"trainer", "model", "data", "seed_everything"}, fragment
-        assert set(cfg.get("trainer", {})) <= {"default_root_dir", "callbacks"}, fragment
+        assert set(cfg.get("trainer", {})) <= {"default_root_dir", "callbacks", "max_steps", "max_epochs"}, fragment
         assert "class_path" not in cfg.get("data", {}), fragment
         assert cfg["trainer"]["default_root_dir"].endswith("/" + Path(fragment).stem), fragment
 
@@ -208,3 +217,75 @@ def test_cli_checkpoint_reloads_without_passing_models(tmp_path, monkeypatch):
     model = DistillationModule.load_from_checkpoint(path)
     assert type(model.student).__name__ == "MLP"
     assert model(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+# -- what `lightning-kd` prints when it fails: the file, the option, the value and the fix (apps/cli_errors.py) ---
+KD = ("configs/digits/base.yaml", "configs/digits/kd.yaml")
+
+
+def _error(capsys, *args: str, code: int = 1) -> str:
+    """What ``lightning-kd *args`` prints after ``lightning-kd: error:`` (in-process)."""
+    from lightning_kd.apps.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    assert exit_.value.code == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.split("error: ", 1)[1].split("\n(set LIGHTNING_KD_DEBUG")[0].strip()
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--config", "broken.yaml"], r"^broken\.yaml line 2, column 6: .*; fix the YAML there"),
+        (
+            ["--model.init_args.student.class_path=lightning_kd.models.MLq"],
+            r"did you mean 'lightning_kd\.models\.MLP'\?$",
+        ),
+        (
+            ["--trainer.max_epochz=2"],
+            r"^unrecognized argument: --trainer\.max_epochz=2; did you mean --trainer\.max_epochs\?",
+        ),
+        (["--trainer.max_epochs=abc"], r"expected a whole number \(int\), got 'abc'; give .*--trainer\.max_epochs=10$"),
+        (["--model.init_args.alpha=1.5"], r"alpha must be in \[0, 1\] .*got 1\.5; set it between 0"),
+        (["--ckpt_path=runs/kd/modle.ckpt"], r"'runs/kd/modle\.ckpt' does not exist\. Did you mean 'runs/kd/model"),
+    ],
+    ids=["yaml", "class_path", "trainer_flag", "type", "value", "ckpt_path"],
+)
+def test_a_failing_command_says_the_file_the_option_and_the_fix(tmp_path, monkeypatch, capsys, args, match):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    Path("broken.yaml").write_text("trainer: {max_epochs: 1\nmodel: [\n")
+    Path("runs/kd").mkdir(parents=True)
+    torch.save({"state_dict": {}}, "runs/kd/model.ckpt")
+    message = _error(capsys, "fit", *_configs(KD), "--model.init_args.teacher_ckpt=null", *args)
+    assert re.search(match, message), message
+
+
+def test_a_command_without_a_subcommand_or_with_a_missing_recipe_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    message = _error(capsys, "--config", str(REPO / "configs/digits/base.yaml"))
+    assert "but it was not provided. Start the command with one of them, e.g. `lightning-kd fit --config" in message
+    message = _error(capsys, "fit", "--config", "nope.yaml")
+    assert re.search(r"File does not exist: '.*nope\.yaml'; check the path \(relative to the folder", message)
+
+
+def test_the_tools_fail_in_the_short_form_too(tmp_path, monkeypatch, capsys):
+    from lightning_kd.apps.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    message = _error(capsys, "pipeline", "nope.yaml")
+    assert message == (
+        "FileNotFoundError: pipeline file 'nope.yaml' does not exist; pass one of the pipelines (configs/pipelines/ "
+        "of the repository)."
+    )
+    Path("p.yaml").write_text(yaml.safe_dump({"stages": [{"name": "teacher", "config": ["nope/base.yaml"]}]}))
+    assert _error(capsys, "pipeline", "p.yaml").startswith(
+        "FileNotFoundError: stage 'teacher' of 'p.yaml': its recipe file 'nope/base.yaml' does not exist; check"
+    )
+    assert "give it as for `lightning-kd fit`, e.g." in _error(capsys, "cache", code=2)
+    monkeypatch.setenv("LIGHTNING_KD_DEBUG", "1")  # the traceback on request
+    with pytest.raises(FileNotFoundError, match="pipeline file 'nope.yaml' does not exist"):
+        main(["pipeline", "nope.yaml"])

@@ -133,3 +133,67 @@ def test_augmentation_only_on_training_batches(fmnist_dir, trainer_factory):
     trainer.training = True
     out = dm.on_after_batch_transfer(batch, 0)
     assert not torch.equal(out[0], batch[0]) and out[0].shape == batch[0].shape
+
+
+# -- labels and inputs refused at setup (data/base.py, core/data_checks.py) and on first batches (RunChecks) ----
+def _in_memory(x: torch.Tensor, y: torch.Tensor):
+    from lightning_kd.data.base import InMemoryDataModule
+
+    class Given(InMemoryDataModule):
+        def load_splits(self):
+            return {"train": (x, y), "val": (x, y)}
+
+    return Given(batch_size=8)
+
+
+def test_float_labels_are_class_indices_only_when_whole():
+    from lightning_kd.core.data_checks import LabelError
+
+    x = torch.rand(16, 1, 4, 4)
+    dm = _in_memory(x, (torch.arange(16) % 4).float())  # 0.0, 1.0, ...: whole numbers, kept
+    dm.setup()
+    assert dm.splits["train"].labels.dtype == torch.long
+    with pytest.raises(LabelError, match=r"labels of the train split of Given are not whole numbers: 16 of 16 .*2\.5"):
+        _in_memory(x, (torch.arange(16) % 4).float() + 0.5).setup()
+    onehot = torch.nn.functional.one_hot(torch.arange(16) % 4, 4).float()
+    match = r"\(16, 4\) \(they look one-hot.*summing to 1\).*labels\.argmax\(1\)\.long\(\)"
+    with pytest.raises(LabelError, match=match):
+        _in_memory(x, onehot).setup()
+
+
+def test_non_finite_inputs_are_refused_naming_the_split_and_samples():
+    from lightning_kd.core.data_checks import NonFiniteInputError
+
+    x = torch.rand(16, 1, 4, 4)
+    x[5, 0, 1, 1], x[9, 0, 0, 0] = float("nan"), float("inf")
+    with pytest.raises(
+        NonFiniteInputError,
+        match=r"inputs of the train split of Given hold 2 NaN or infinite values \(in 2 samples, e\.g\. index "
+        r"\[5, 9\]\).*Clean the data",
+    ):
+        _in_memory(x, torch.arange(16) % 4).setup()
+
+
+@pytest.mark.parametrize("fault", ["label", "nan"])
+def test_the_first_validation_batch_of_plain_loaders_is_checked(trainer_factory, fault):
+    """The sanity check's validation batch comes before any training batch: it is checked too."""
+    from conftest import make_student
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_kd import ClassificationModule
+    from lightning_kd.core.data_checks import LabelError, NonFiniteInputError
+
+    x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
+    if fault == "label":
+        y[3] = 12
+    else:
+        x[3, 0, 0, 0] = float("nan")
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    error, match = {
+        "label": (LabelError, r"labels of the first validation batch range from 0 to 12.*out of range: \[12\]"),
+        "nan": (NonFiniteInputError, r"inputs of the first validation batch hold 1 NaN or infinite value"),
+    }[fault]
+    with pytest.raises(error, match=match):
+        trainer_factory(limit_train_batches=1).fit(ClassificationModule(make_student()), loader, loader)
+    with pytest.raises(error, match=match.replace("validation", "training")):  # no validation: the training batch
+        trainer_factory(limit_train_batches=1, limit_val_batches=0).fit(ClassificationModule(make_student()), loader)

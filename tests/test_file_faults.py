@@ -167,6 +167,79 @@ def test_a_checkpoint_that_needs_unpickling_keeps_asking_for_allow_pickle(tmp_pa
         assert torch.equal(teacher.model.state_dict()[k], v)
 
 
+def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path):
+    net = make_student()
+    with torch.no_grad():
+        net.fc.weight[0, 0] = float("nan")
+        net.fc.bias.fill_(float("inf"))
+    path = tmp_path / "nan_teacher.pt"
+    torch.save(net.state_dict(), path)
+    with untouched(path), pytest.raises(ValueError) as err:
+        load_weights(make_student(), path, what="teacher_ckpt")
+    assert str(err.value).startswith(
+        f"teacher_ckpt {str(path)!r} holds NaN or infinite weights in fc.weight, fc.bias (2 of 4 tensors)"
+    )
+    assert "Re-train or re-export it" in str(err.value)
+
+
+# -- --ckpt_path: a run to resume or a model to evaluate (core/weights.py read_run_checkpoint) ------------------
+def _run_folder(root: Path) -> Path:
+    """A run's files: its published model and version_0/checkpoints/{best,last}.ckpt (Lightning-shaped dicts)."""
+    (root / "version_0" / "checkpoints").mkdir(parents=True)
+    ckpt = {"state_dict": {"w": torch.zeros(2)}, "epoch": 0, "global_step": 2}
+    for name in ("model.ckpt", "version_0/checkpoints/best.ckpt", "version_0/checkpoints/last.ckpt"):
+        torch.save(ckpt, root / name)
+    return root
+
+
+@pytest.mark.parametrize("fault", ["typo", "folder", "text", "cut", "state_dict", "no_folder"])
+def test_a_checkpoint_to_resume_is_checked_before_lightning_reads_it(tmp_path, monkeypatch, fault):
+    from lightning_kd.core.weights import read_run_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    run = _run_folder(Path("runs/kd"))
+    last = "runs/kd/version_0/checkpoints/last.ckpt"
+    path, error, match = {
+        "typo": (
+            "runs/kd/modle.ckpt",
+            FileNotFoundError,
+            r"does not exist\. Did you mean 'runs/kd/model\.ckpt'\? Pass one of the checkpoint files in runs/kd: "
+            r"runs/kd/model\.ckpt, runs/kd/version_0/checkpoints/best\.ckpt",
+        ),
+        "folder": ("runs/kd", IsADirectoryError, r"is a directory, not a checkpoint file; pass one of"),
+        "text": ("runs/kd/notes.ckpt", ValueError, r"is not a PyTorch checkpoint .*point at the file"),
+        "cut": ("runs/kd/cut.ckpt", ValueError, rf"is not a readable .*resume from another checkpoint \(e\.g\. {last}"),
+        "state_dict": ("runs/kd/w.pt", ValueError, r"holds bare weights \(a state_dict\).*start a new run"),
+        "no_folder": ("runz/kd/model.ckpt", FileNotFoundError, r"does not exist\. Check the path: its folder 'runz"),
+    }[fault]
+    if fault == "text":
+        Path(path).write_text("best epoch: 12\n")
+    elif fault == "cut":
+        data = (run / "model.ckpt").read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
+    elif fault == "state_dict":
+        torch.save(make_student().state_dict(), path)
+    with untouched(run), pytest.raises(error, match=rf"^--ckpt_path {re.escape(repr(path))} {match}"):
+        read_run_checkpoint(path)
+    assert read_run_checkpoint(last)["global_step"] == 2
+
+
+def test_a_data_dir_lacking_a_file_is_never_passed_over_for_another_folder(tmp_path, monkeypatch):
+    mine = _fake_fmnist(tmp_path / "mine")
+    (mine / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv(ENV_VAR, str(_fake_fmnist(tmp_path / "env")))
+    with (
+        untouched(mine),
+        pytest.raises(
+            FileNotFoundError,
+            match=rf"data_dir '{mine}' lacks t10k-labels-idx1-ubyte \(as \.gz or not\), so the run would train on the "
+            rf"files in {tmp_path / 'env'} instead; copy the missing file\(s\) into '{mine}', or unset data_dir",
+        ),
+    ):
+        FashionMNISTDataModule(data_dir=str(mine)).setup()
+    FashionMNISTDataModule(data_dir=str(tmp_path / "nothing-here")).setup()  # no such folder: the search goes on
+
+
 # -- IDX files and Fashion-MNIST (data/idx.py, data/fashion_mnist.py) -----------------------------------------
 def _write_idx(path: Path, array: torch.Tensor, code: int = 0x08) -> None:
     header = bytes([0, 0, code, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)

@@ -162,11 +162,42 @@ def test_a_non_finite_loss_stops_the_run_and_names_the_term(digits, trainer_fact
     trainer = trainer_factory(max_epochs=1, limit_train_batches=6, limit_val_batches=0, log_every_n_steps=2)
     with pytest.raises(
         NonFiniteLossError,
-        match=r"between step 2 and step 3 \(at step 3\); non-finite at the last step: loss = nan, loss_kd = nan\. "
+        match=r"between step 2 and step 3; non-finite at the last step: loss = nan, loss_kd = nan\. "
         r"Try: the KD term went non-finite first: check the teacher",
     ):
         trainer.fit(m, digits)
     assert trainer.global_step == 3  # the optimizer never stepped on the NaN loss
+
+
+def test_a_finite_loss_that_soars_stops_the_run_and_a_falling_one_does_not(digits, trainer_factory):
+    from lightning_kd.modules.common import DivergedLossError
+
+    class Soars(DistillationModule):
+        def compute_losses(self, student_logits, teacher, batch):
+            terms = super().compute_losses(student_logits, teacher, batch)
+            if self.global_step >= 3:
+                terms = {name: value * 1e6 for name, value in terms.items()}  # finite, but 1e6 times higher
+            return terms
+
+    # no logging step: the mean of the epoch, read at its end, against the first step's loss
+    trainer = trainer_factory(max_epochs=2, limit_train_batches=6, limit_val_batches=0, log_every_n_steps=100)
+    with pytest.raises(
+        DivergedLossError,
+        match=r"the loss rose from [\d.]+ \(step 0\) to a mean of [\d.e+]+ between step 0 and step 5 \(at the end of "
+        r"epoch 0\), over 100x where it started.*lower the learning rate \(now 0\.001\).*raise "
+        r"Soars\.divergence_factor \(now 100\)",
+    ):
+        trainer.fit(Soars(make_teacher(), make_student()), digits)
+    # at a logging step: stopped there, on the mean since the last check
+    trainer = trainer_factory(max_epochs=1, limit_train_batches=6, limit_val_batches=0, log_every_n_steps=2)
+    with pytest.raises(DivergedLossError, match=r"between step 2 and step 3, over 100x"):
+        trainer.fit(Soars(make_teacher(), make_student()), digits)
+    # switched off, or a healthy run: no alarm
+    module = Soars(make_teacher(), make_student())
+    module.divergence_factor = float("inf")
+    trainer_factory(max_epochs=1, limit_train_batches=6, limit_val_batches=0, log_every_n_steps=2).fit(module, digits)
+    healthy = DistillationModule(make_teacher(), make_student())
+    trainer_factory(max_epochs=2, limit_train_batches=10, limit_val_batches=0, log_every_n_steps=1).fit(healthy, digits)
 
 
 def test_train_loss_reaches_callback_metrics_at_each_epoch_end(digits, trainer_factory, tmp_path):

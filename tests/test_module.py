@@ -143,8 +143,12 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
             DistillationModule(make_teacher(), make_student(), alpha=a)
     with pytest.raises(FileNotFoundError, match="teacher_ckpt .*nope.ckpt' does not exist"):
         DistillationModule(make_teacher(), make_student(), teacher_ckpt=str(tmp_path / "nope.ckpt"))
-    with pytest.raises(ValueError, match=r"scheduler_interval must be"):
+    with pytest.raises(ValueError, match=r"scheduler_interval must be .*; use 'step' to step the scheduler"):
         DistillationModule(make_teacher(), make_student(), scheduler_interval="hourly")
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\].*got 1\.5; set it between 0 .*e\.g\. alpha=0\.9"):
+        DistillationModule(make_teacher(), make_student(), alpha=1.5)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1\.0; use a value below 1"):
+        ClassificationModule(make_student(), label_smoothing=1.0)
 
 
 def test_teacher_ckpt_that_does_not_fit_names_keys(tmp_path):

@@ -41,7 +41,7 @@ def test_step_schedule_with_two_milestones_moves_evenly():
 def test_bad_schedule_arguments():
     with pytest.raises(ValueError, match="unknown schedule 'exp'"):
         TemperatureScheduler("exp")
-    with pytest.raises(ValueError, match="temperatures must be finite numbers > 0"):
+    with pytest.raises(ValueError, match="temperatures must be finite numbers > 0.*; give both > 0, e.g. start=4.0"):
         TemperatureScheduler("linear", start=4.0, end=0.0)
     with pytest.raises(ValueError, match=r"alpha end must be in \[0, 1\]"):
         LossWeightScheduler("linear", start=0.5, end=1.5)
@@ -98,3 +98,16 @@ def test_schedules_drive_the_module_and_continue_exactly_on_resume(digits, tmp_p
     assert sorted(resumed) == list(range(10, 20))
     for step in range(10, 20):
         assert resumed[step] == pytest.approx(full[step])
+
+
+def test_an_unknown_term_is_named_with_the_closest_one():
+    from lightning_kd import FeatureTerm
+    from lightning_kd.losses import FitNetLoss
+
+    module = DistillationModule(
+        make_teacher(), make_student(), feature_terms=[FeatureTerm("hint", FitNetLoss(), [""], [""])]
+    )
+    with pytest.raises(
+        ValueError, match=r"no feature term named 'hnit'; the module has \['hint'\]: did you mean term='hint'"
+    ):
+        LossWeightScheduler("linear", 1.0, 0.0, term="hnit").on_fit_start(None, module)

@@ -129,7 +129,7 @@ def report(records: Sequence[Record], command: str = COMMAND) -> str:
         "today, or a guard that does not hold) is an expected failure in `tests/test_faults.py` until it is fixed.",
         "",
     ]
-    lines += [f"- `{r.fault.id}`: {r.fault.gap}" for r in records if r.fault.gap]
+    lines += [f"- `{r.fault.id}`: {r.fault.gap}" for r in records if r.fault.gap] or ["None recorded."]
     lines += [
         "",
         "## How it is judged",

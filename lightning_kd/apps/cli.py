@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 import yaml
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -36,12 +35,15 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning_kd.apps.cli_errors import DEBUG_ENV, short_message
 from lightning_kd.callbacks.run_checkpoint import RunCheckpoint
 from lightning_kd.core.teacher import TeacherBase
+from lightning_kd.core.weights import read_run_checkpoint
 
 # `lightning-kd <tool> ...`: the tools that are not Trainer methods; imported only when asked for
 TOOLS: dict[str, tuple[str, str]] = {
     "cache": ("lightning_kd.cache.build", "build an offline teacher cache for a recipe"),
     "pipeline": ("lightning_kd.apps.pipeline", "run a multi-stage pipeline (teacher -> assistant -> student, ...)"),
     "quickstart": ("lightning_kd.apps.quickstart", "the digits demo: teacher, student alone, student with KD"),
+    "quickstart-lm": ("lightning_kd.apps.lm_quickstart", "the LM demo: teacher, student alone, student with KD"),
+    "seeds": ("lightning_kd.apps.seeds", "run recipes over seeds: mean ± std, paired differences, one table"),
     "report": ("lightning_kd.apps.report", "teacher vs student report and the student exported (ONNX, pt2)"),
 }
 
@@ -116,11 +118,11 @@ class KDCLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).is_file() or config.get("model") is None:
+        if not ckpt_path or str(ckpt_path) in _LIGHTNING_CKPT_NAMES or "://" in str(ckpt_path):
             return
-        try:
-            ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        except Exception:  # noqa: BLE001 - unreadable: the load at run time names the file and the problem
+        # a folder, a typo, a text file, a cut-off copy: named with the checkpoints beside it, before Lightning
+        ckpt = read_run_checkpoint(ckpt_path, "--ckpt_path")
+        if ckpt is None or config.get("model") is None:  # pickled objects: Lightning's trusted load decides
             return
         saved = dict(ckpt.get("hyper_parameters") or {})
         saved_class = saved.pop("_class_path", None) or ckpt.get("lightning_kd_module")
@@ -162,6 +164,8 @@ class KDCLI(LightningCLI):
         self.model.save_hyperparameters(hparams)
 
 
+# --ckpt_path values that Lightning resolves itself (the run's last or best checkpoint, ...)
+_LIGHTNING_CKPT_NAMES = {"last", "best", "hpc", "registry"}
 # constructor arguments that are networks: a checkpoint's weights only fit the same ones
 _NETWORK_ARGS = {"teacher", "student", "teachers", "students", "model", "discriminator"}
 
@@ -255,11 +259,26 @@ def quiet_third_party_noise() -> None:
         logging.getLogger(name).addFilter(_NoTips())
 
 
+def _short_errors(run: Callable[[], object], argv: Sequence[str] | None) -> None:
+    """Run ``run``; a failure prints the library's message in a line or two and exits 1 (``LIGHTNING_KD_DEBUG=1``:
+    the traceback instead)."""
+    try:
+        run()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure gets the short form; the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        message = short_message(err, argv)
+        print(f"lightning-kd: error: {message}\n(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of the ``lightning-kd`` console script."""
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
     if argv and argv[0] in TOOLS:
-        _tool(argv[0])(argv[1:])
+        _short_errors(lambda: _tool(argv[0])(argv[1:]), argv[1:])
         return
     if argv and argv[0] in ("-h", "--help"):
         print("lightning-kd tools (not Trainer methods):")
@@ -267,15 +286,7 @@ def main(args: ArgsType = None) -> None:
             print(f"  lightning-kd {name:<11} {what}")
         print()
     quiet_third_party_noise()
-    try:
-        build_cli(args)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except Exception as err:  # noqa: BLE001 - every failure gets the short form; the traceback on request
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"lightning-kd: error: {short_message(err)}\n(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
-        raise SystemExit(1) from None
+    _short_errors(lambda: build_cli(args), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,19 +70,53 @@ def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def read_pipeline(path: str | Path) -> dict[str, Any]:
+    """The pipeline file at ``path`` as a mapping; a missing file, broken YAML or another shape is named."""
+    path = Path(path)
+    if not path.is_file():
+        shipped = sorted(str(p) for p in Path("configs/pipelines").glob("*.yaml"))
+        listed = f": {', '.join(shipped)}" if shipped else " (configs/pipelines/ of the repository)"
+        problem = "is a folder, not a pipeline file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"pipeline file {str(path)!r} {problem}; pass one of the pipelines{listed}.")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(
+            f"pipeline file {str(path)!r} is not valid YAML ({' '.join(str(err).split())}); fix it."
+        ) from err
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"pipeline file {str(path)!r} holds {type(spec).__name__}, not a mapping; give it `out_dir:` and "
+            "`stages:` (see configs/pipelines/)."
+        )
+    return spec
+
+
 def run_pipeline(path: str | Path, overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> list[dict]:
-    """Run every stage of the pipeline file at ``path``; ``overrides`` are appended to each stage's args."""
-    spec = yaml.safe_load(Path(path).read_text())
+    """Run every stage of the pipeline file at ``path``; ``overrides`` are appended to each stage's args. The file
+    and every stage's recipe files are checked before the first stage runs."""
+    spec = read_pipeline(path)
+    stages = expand_stages(spec.get("stages", []))
+    for stage in stages:
+        for config in [stage["config"]] if isinstance(stage.get("config"), str) else stage.get("config", []):
+            if not Path(config).is_file():
+                raise FileNotFoundError(
+                    f"stage {stage['name']!r} of {str(path)!r}: its recipe file {config!r} does not exist; check the "
+                    f"stage's config: list (paths are relative to the folder you run in, {Path.cwd()})."
+                )
     out = Path(out_dir or spec.get("out_dir") or "runs/pipeline")
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     previous: Path | None = None
-    for stage in expand_stages(spec.get("stages", [])):
+    for stage in stages:
         name = stage["name"]
         if "checkpoint" in stage:
             previous = Path(stage["checkpoint"])
             if not previous.is_file():
-                raise FileNotFoundError(f"stage {name!r}: checkpoint {str(previous)!r} does not exist.")
+                raise FileNotFoundError(
+                    f"stage {name!r}: checkpoint {str(previous)!r} does not exist; check the path, or train the stage "
+                    "instead (give it a config: in place of checkpoint:)."
+                )
             results.append({"stage": name, "checkpoint": str(previous), "reused": True})
             continue
         configs = [stage["config"]] if isinstance(stage["config"], str) else list(stage["config"])

@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``lightning-kd cache --config recipe.yaml [--config fragment.yaml] [--epochs E] [--out DIR] [--overwrite]
     [...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action="append", required=True, help="recipe YAML (repeatable)")
+    parser.add_argument("--config", action="append", help="recipe YAML (repeatable; required)")
     parser.add_argument("--out", help="cache folder (default: the recipe's CachedTeacher path)")
     parser.add_argument("--epochs", type=int, help="epochs to cover (default: the recipe's max_epochs)")
     parser.add_argument("--storage", choices=["fp16", "fp32", "topk"], default="fp16")
@@ -228,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="replace a finished cache in --out built for another teacher, data set or augmentation",
     )
     opts, overrides = parser.parse_known_args(argv)
+    if not opts.config:
+        parser.error(
+            "the following arguments are required: --config (the recipe whose teacher is cached); give it as for "
+            "`lightning-kd fit`, e.g. lightning-kd cache --config configs/fashion_mnist/base.yaml --config "
+            "configs/fashion_mnist/kd_cached.yaml"
+        )
     start = time.perf_counter()
     cache = build_from_recipe(
         opts.config,

@@ -291,7 +291,7 @@ class TeacherCache:
             raise ValueError(
                 f"teacher cache {str(self.path)!r} was built for something else: "
                 + "; ".join(diffs)
-                + f". Rebuild it for this run ({REBUILD_HINT}, which replaces it) or restore those settings."
+                + f". For this run, {REBUILD_HINT} (it replaces the cache), or restore those settings."
             )
 
     def lookup(self, epoch: int, indices: Tensor) -> Tensor:

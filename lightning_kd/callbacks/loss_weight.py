@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 
@@ -48,9 +49,11 @@ class LossWeightScheduler(ScheduleCallback):
             if v is None:
                 continue
             if term is None and not 0.0 <= v <= 1.0:
-                raise ValueError(f"alpha {name} must be in [0, 1], got {v}.")
+                raise ValueError(f"alpha {name} must be in [0, 1], got {v}; set it between 0 and 1, e.g. {name}=0.9.")
             if term is not None and not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"weight {name} of term {term!r} must be a finite number >= 0, got {v}.")
+                raise ValueError(
+                    f"weight {name} of term {term!r} must be a finite number >= 0, got {v}; e.g. {name}=1.0."
+                )
         super().__init__(schedule, start, end, milestones)
         self.term = term
 
@@ -60,7 +63,12 @@ class LossWeightScheduler(ScheduleCallback):
             return super().on_fit_start(trainer, pl_module)
         names = [t.name for t in getattr(pl_module, "feature_terms", [])]
         if self.term not in names:
-            raise ValueError(f"LossWeightScheduler: no feature term named {self.term!r}; the module has {names}.")
+            close = difflib.get_close_matches(self.term, names, n=1)
+            hint = f"did you mean term={close[0]!r}? " if close else ""
+            raise ValueError(
+                f"LossWeightScheduler: no feature term named {self.term!r}; the module has {names}: {hint}set term to "
+                "one of them, or to None to schedule alpha (the KD term's weight)."
+            )
 
     @override
     def apply(self, pl_module: L.LightningModule, value: float) -> None:

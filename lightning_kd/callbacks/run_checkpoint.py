@@ -7,7 +7,7 @@ Layout of a run under ``trainer.default_root_dir`` (what recipes and the CLI pro
       version_0/
         metrics.csv, hparams.yaml, config.yaml
         checkpoints/best.ckpt  <- the best epoch by `monitor` (val/acc)
-        checkpoints/last.ckpt  <- the latest state: resume from it (also written on Ctrl-C)
+        checkpoints/last.ckpt  <- the latest state, rewritten every epoch: resume from it (also on Ctrl-C)
       version_1/ ...
 
 Every checkpoint write is atomic (a temporary file renamed into place: a killed run leaves the previous file
@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 
@@ -97,11 +98,13 @@ class RunCheckpoint(ModelCheckpoint):
 
     - Checkpoints go to the run's own folder — the logger's ``version_<n>/checkpoints`` (a fresh ``version_<n>``
       under ``default_root_dir`` when there is no logger) — so no run overwrites another's files: ``best.ckpt``
-      (the best by ``monitor``) and ``last.ckpt``.
+      (the best by ``monitor``) and ``last.ckpt`` (the state at the end of the latest epoch, whatever ``monitor``
+      says).
     - When training ends normally and the loss never became non-finite, the final model (``publish="last"``)
       or the best one (``publish="best"``) is published to ``publish_to`` (default
       ``<default_root_dir>/model.ckpt``) by an atomic rename. A failed or interrupted run never replaces it.
-    - On Ctrl-C (``KeyboardInterrupt``) ``last.ckpt`` is written, so ``--ckpt_path …/last.ckpt`` resumes.
+    - On Ctrl-C (``KeyboardInterrupt``) ``last.ckpt`` is written, and the run says how to resume from it
+      (``--ckpt_path …/last.ckpt``).
     - Writes go through :class:`AtomicCheckpointIO`: atomic, and never with non-finite weights.
 
     Args:
@@ -175,11 +178,34 @@ class RunCheckpoint(ModelCheckpoint):
         self.published = target
 
     @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # ModelCheckpoint rewrites last.ckpt only at a step where it wrote a top-k checkpoint (when `monitor`
+        # improved): a run whose metric stalls would resume from its last improvement. Write it every epoch.
+        if (
+            self.save_last is True
+            and not trainer.fast_dev_run
+            and not trainer.sanity_checking
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and self.dirpath is not None:
+            from lightning_kd.modules.step_log import NonFiniteLossError
+
             path = os.path.join(self.dirpath, "last.ckpt")
             try:
                 trainer.save_checkpoint(path, weights_only=False)  # resumable: optimizer and loops included
-            except NonFiniteCheckpointError:
+            except (NonFiniteCheckpointError, NonFiniteLossError) as err:
+                rank_zero_info(f"lightning-kd: interrupted; no last.ckpt written: {err}")
                 return
             self.last_model_path = path
+            relative = os.path.relpath(path)
+            shown = path if relative.startswith("..") else relative  # as the user would type it, when it is near
+            rank_zero_info(
+                f"lightning-kd: interrupted at step {trainer.global_step} (epoch {trainer.current_epoch}); the run's "
+                f"state is saved in {shown}: resume with the same command and --ckpt_path {shown} (from Python: "
+                f"trainer.fit(..., ckpt_path={shown!r}))."
+            )

@@ -40,5 +40,8 @@ class TemperatureScheduler(ScheduleCallback):
         milestones: Sequence[float] = (0.5,),
     ) -> None:
         if any(v is not None and not (math.isfinite(v) and v > 0) for v in (start, end)):
-            raise ValueError(f"temperatures must be finite numbers > 0, got start={start}, end={end}.")
+            raise ValueError(
+                f"temperatures must be finite numbers > 0, got start={start}, end={end}; give both > 0, e.g. "
+                "start=4.0, end=1.0."
+            )
         super().__init__(schedule, start, end, milestones)

@@ -10,6 +10,7 @@ Accepted files:
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import pickletools
@@ -117,29 +118,47 @@ def load_weights(
         FileNotFoundError: ``path`` does not exist (the message says how to make one).
         IsADirectoryError: ``path`` is a folder (the message lists the checkpoints in it).
         ValueError: the file is empty, truncated, corrupted or not a PyTorch checkpoint; holds no tensors;
-            does not fit ``model``; or needs unpickling and ``allow_pickle`` is off.
+            does not fit ``model``; holds NaN or infinite weights; or needs unpickling and ``allow_pickle`` is off.
     """
     path = os.fspath(path)
     obj = _read_checkpoint(path, what, allow_pickle)
     source = f"{what} {path!r}"
     state = match_state_dict(extract_state_dict(obj, source=source), model, source=source)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(
+            f"{source} holds NaN or infinite weights in {', '.join(bad[:3])}{more} ({len(bad)} of {len(state)} "
+            "tensors): the model it was saved from had diverged, and every output would be NaN. Re-train or "
+            "re-export it from a healthy run, or point at an earlier checkpoint of that run."
+        )
     model.load_state_dict(state, strict=True)
     return model
 
 
-def _read_checkpoint(path: str, what: str, allow_pickle: bool) -> object:
-    """``torch.load`` of ``path``, after checking that it is a file torch.save could have written."""
+class PickledCheckpointError(ValueError):
+    """A checkpoint holding pickled Python objects that a weights-only load refuses."""
+
+
+_MISSING_TEACHER = (
+    "Train a teacher first (e.g. `lightning-kd fit --config configs/digits/teacher.yaml`), or leave it unset to use "
+    "the model as built. Reloading a distilled student elsewhere: DistillationModule.load_from_checkpoint(path, "
+    "teacher_ckpt=None)."
+)
+_RESAVE = "re-save it with torch.save(model.state_dict(), path), or re-copy it from where it was made"
+
+
+def _read_checkpoint(
+    path: str, what: str, allow_pickle: bool, missing: str = _MISSING_TEACHER, resave: str = _RESAVE
+) -> object:
+    """``torch.load`` of ``path``, after checking that it is a file torch.save could have written. ``missing`` and
+    ``resave`` are the remedies said for a missing file and for an unreadable one."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what} {path!r} is a directory, not a checkpoint file; {_candidates(path)}.")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{what} {path!r} does not exist. Train a teacher first (e.g. `lightning-kd fit --config "
-            "configs/digits/teacher.yaml`), or leave it unset to use the model as built. Reloading "
-            "a distilled student elsewhere: DistillationModule.load_from_checkpoint(path, teacher_ckpt=None)."
-        )
+        raise FileNotFoundError(f"{what} {path!r} does not exist. {missing}")
     with open(path, "rb") as f:
         head = f.read(64)
-    resave = "re-save it with torch.save(model.state_dict(), path), or re-copy it from where it was made"
     if not head:
         raise ValueError(f"{what} {path!r} is empty (0 bytes): the save or copy was interrupted; {resave}.")
     if not head.startswith(b"PK\x03\x04") and _LEGACY_MAGIC not in head[:32]:
@@ -160,7 +179,7 @@ def _read_checkpoint(path: str, what: str, allow_pickle: bool) -> object:
                 f"{what} {path!r} is not a readable PyTorch checkpoint (truncated or corrupted: {_reason(err)}); "
                 f"{resave}."
             ) from err
-        raise ValueError(
+        raise PickledCheckpointError(
             f"{what} {path!r} holds pickled Python objects that a weights-only load refuses ({_reason(err)}). If "
             "you trust the file, load it with Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just the "
             "weights: torch.save(model.state_dict(), 'weights.pt')."
@@ -189,14 +208,60 @@ def _legacy_truncated(path: str) -> bool:
     return False
 
 
-def _candidates(folder: str) -> str:
-    """The checkpoint files in ``folder`` or one level below (a Lightning run keeps them in checkpoints/)."""
+def _checkpoint_files(folder: str) -> list[str]:
+    """The checkpoint files in ``folder``, one level below, and in a run's ``version_<n>/checkpoints/``."""
     root = Path(folder)
-    found = sorted(str(p) for pattern in ("*", "*/*") for p in root.glob(pattern) if p.name.endswith(_CKPT_SUFFIXES))
+    patterns = ("*", "*/*", "*/checkpoints/*")
+    return sorted({str(p) for pattern in patterns for p in root.glob(pattern) if p.name.endswith(_CKPT_SUFFIXES)})
+
+
+def _candidates(folder: str, where: str = "it") -> str:
+    """A remedy listing the checkpoint files in ``folder`` (see :func:`_checkpoint_files`)."""
+    found = _checkpoint_files(folder)
     if not found:
-        return "it holds no *.ckpt, *.pt or *.pth file; pass the path of the checkpoint file itself"
+        return f"{where} holds no *.ckpt, *.pt or *.pth file; pass the path of the checkpoint file itself"
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-    return f"pass one of the checkpoint files in it: {', '.join(found[:5])}{more}"
+    return f"pass one of the checkpoint files in {where}: {', '.join(found[:5])}{more}"
+
+
+def read_run_checkpoint(path: str | os.PathLike, what: str = "--ckpt_path") -> dict | None:
+    """The Lightning checkpoint at ``path`` (a run to resume, a model to evaluate), loaded weights-only after the
+    checks :func:`load_weights` makes of a file — a folder, a missing file (naming the checkpoints beside it), a
+    text file, a truncated one — with remedies for resuming. ``None`` when it holds pickled objects that only a
+    full, trusted load reads (Lightning's own load then decides).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: as :func:`load_weights`; ValueError also for a plain
+            ``state_dict``, which holds no training state to resume.
+    """
+    path = os.fspath(path)
+    parent = os.path.dirname(path) or "."
+    others = [f for f in _checkpoint_files(parent) if os.path.abspath(f) != os.path.abspath(path)]
+    if not os.path.isdir(parent):
+        missing = f"Check the path: its folder {parent!r} does not exist either (relative to {os.getcwd()})."
+    else:
+        close = difflib.get_close_matches(path, others, n=1, cutoff=0.6)
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        missing = (f"Did you mean {close[0]!r}? " if close else "") + (
+            f"Pass one of the checkpoint files in {parent}: {', '.join(others[:5])}{more}."
+            if others
+            else f"The folder {parent} holds no checkpoint file; pass the path of one (a run keeps them in "
+            "version_<n>/checkpoints/)."
+        )
+    lasts = [f for f in others if os.path.basename(f) == "last.ckpt"]
+    example = f" (e.g. {lasts[-1]})" if lasts else " (a run keeps them in version_<n>/checkpoints/last.ckpt)"
+    resave = f"resume from another checkpoint{example}, or re-copy it from where it was made"
+    try:
+        ckpt = _read_checkpoint(path, what, False, missing=missing, resave=resave)
+    except PickledCheckpointError:
+        return None
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{what} {path!r} holds bare weights (a state_dict), not a Lightning checkpoint: there is no training "
+            "state to resume. Pass a checkpoint a Trainer wrote (e.g. version_<n>/checkpoints/last.ckpt), or start "
+            "a new run from these weights (as teacher_ckpt, or with lightning_kd.core.weights.load_weights)."
+        )
+    return dict(ckpt)
 
 
 def _reason(err: BaseException) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_kd.core.data_checks import check_finite_inputs, class_indices
 from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip
 from lightning_kd.data.indexed import IndexedDataset
 from lightning_kd.data.sampling import EpochShuffleSampler
@@ -119,7 +120,10 @@ class InMemoryDataModule(L.LightningDataModule):
         self.splits: dict[str, TensorClassificationDataset] = {}
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """Return ``{"train"|"val"|"test": (images uint8/float (N, C, H, W), labels int64 (N,))}``."""
+        """Return ``{"train"|"val"|"test": (images uint8/float (N, C, H, W), labels int64 (N,))}``.
+
+        ``setup`` refuses, naming the split, images holding NaN or infinity and labels that are not class indices
+        (float labels are accepted only as whole numbers: ``2.5`` is refused, not cut to ``2``)."""
         raise NotImplementedError
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -132,7 +136,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             for name, (images, labels) in self.load_splits().items():
-                self.splits[name] = TensorClassificationDataset(self.normalize(images), labels.long())
+                where = f"the {name} split of {type(self).__name__}"
+                images = self.normalize(images)
+                check_finite_inputs(images, where)  # once, at load: a NaN pixel is a data fault, not divergence
+                self.splits[name] = TensorClassificationDataset(images, class_indices(labels, where))
         if self.resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
             self.splits = {name: split.to(device) for name, split in self.splits.items()}

@@ -33,7 +33,8 @@ class FashionMNISTDataModule(InMemoryDataModule):
     The four IDX files are looked for, in order, in ``data_dir``, in ``$LIGHTNING_KD_FASHION_MNIST``, and in
     ``/usr/share/datasets/fashion-mnist`` (``apt install dataset-fashion-mnist``). With ``download=True``
     and none found, torchvision downloads them into ``data_dir``. Otherwise setup fails listing every
-    place it looked.
+    place it looked. A ``data_dir`` holding some of the files but not all is refused rather than passed over
+    for another folder.
 
     Augmentation (on by default): random crop with 2-pixel zero padding + horizontal flip, per sample, on
     the batch's device, as in BENCHMARKS.md. Normalisation: mean 0.2860, std 0.3530.
@@ -81,7 +82,10 @@ class FashionMNISTDataModule(InMemoryDataModule):
             resident=resident,
         )
         if not 0 <= val_size < 60000:
-            raise ValueError(f"val_size must be in [0, 60000), got {val_size}.")
+            raise ValueError(
+                f"val_size must be in [0, 60000), got {val_size}; use a val_size below 60000 (the training set's "
+                "size), e.g. val_size=5000, or 0 to validate on the test set."
+            )
         self.data_dir, self.val_size, self.download, self.seed = data_dir, val_size, download, seed
 
     def candidate_dirs(self) -> list[Path]:
@@ -97,6 +101,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
                 files it lacks (or that the folder does not exist).
         """
         report = []
+        partial = None  # data_dir, given and holding some of the files but not all: never passed over in silence
         for folder in self.candidate_dirs():
             if not folder.exists():
                 report.append(f"{folder}: no such folder")
@@ -105,9 +110,17 @@ class FashionMNISTDataModule(InMemoryDataModule):
             else:
                 missing = [stem for pair in FILES.values() for stem in pair if _find(folder, stem) is None]
                 if not missing:
+                    if partial is not None:
+                        raise FileNotFoundError(
+                            f"Fashion-MNIST data_dir '{partial[0]}' lacks {', '.join(partial[1])} (as .gz or not), so "
+                            f"the run would train on the files in {folder} instead; copy the missing file(s) into "
+                            f"'{partial[0]}', or unset data_dir to use {folder}."
+                        )
                     return folder
                 lacks = "none of the four files" if len(missing) == 4 else "missing " + ", ".join(missing)
                 report.append(f"{folder}: {lacks} (as .gz or not)")
+                if self.data_dir and len(missing) < 4 and not report[:-1]:
+                    partial = (folder, missing)
         if self.download:
             from torchvision.datasets import FashionMNIST
 

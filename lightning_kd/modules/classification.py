@@ -47,7 +47,10 @@ class ClassificationModule(BaseModule):
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+            raise ValueError(
+                f"label_smoothing must be in [0, 1), got {label_smoothing}; use a value below 1 (1 makes every target "
+                "uniform), e.g. label_smoothing=0.1."
+            )
         found = infer_num_classes(model)
         if num_classes is not None and found is not None and found != num_classes:
             raise ValueError(

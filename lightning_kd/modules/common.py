@@ -3,12 +3,9 @@ teacher-free checkpoints, and which constructor arguments become hyper-parameter
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import json
-import math
+import os
 from functools import partial
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import lightning as L
@@ -21,25 +18,17 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_kd.core.batch import Batch, unpack_batch
 from lightning_kd.core.feature_terms import FeatureTerms
 from lightning_kd.core.teacher import TeacherBase
+from lightning_kd.modules.checkpoint_checks import (
+    CHECKPOINT_CLASS_KEY,
+    CHECKPOINT_VERSION_KEY,
+    check_module_class,
+    is_plain,
+    peek_checkpoint,
+    resumed_differences,
+)
+from lightning_kd.modules.step_log import DivergedLossError, NonFiniteLossError, StepLogging, new_step_state
 
-CHECKPOINT_VERSION_KEY = "lightning_kd_version"
-CHECKPOINT_CLASS_KEY = "lightning_kd_module"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite: the run stops, and says which term and what to try."""
-
-
-def _is_plain(value: Any) -> bool:
-    """Numbers, strings, ``None`` and containers of them: what a hyper-parameter file and a ``weights_only``
-    checkpoint load can hold."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
+__all__ = ["BaseModule", "DivergedLossError", "NonFiniteLossError", "check_module_class", "save_plain_hyperparameters"]
 
 
 def save_plain_hyperparameters(module: L.LightningModule) -> None:
@@ -64,7 +53,7 @@ def save_plain_hyperparameters(module: L.LightningModule) -> None:
         if kwargs_name and isinstance(f.f_locals.get(kwargs_name), dict):
             values.update(f.f_locals[kwargs_name])
         f = f.f_back
-    ignore = sorted(name for name, value in values.items() if not _is_plain(value))
+    ignore = sorted(name for name, value in values.items() if not is_plain(value))
     module.save_hyperparameters(ignore=ignore, frame=frame)
 
 
@@ -72,61 +61,6 @@ def to_channels_last(*models: nn.Module) -> None:
     """Put every model's weights in ``channels_last`` memory format, in place (idempotent)."""
     for model in models:
         model.to(memory_format=torch.channels_last)
-
-
-def check_module_class(module: nn.Module, checkpoint: dict[str, Any]) -> None:
-    """Refuse a checkpoint written by a module class unrelated to ``module``'s, naming both."""
-    saved = checkpoint.get(CHECKPOINT_CLASS_KEY) or checkpoint.get("hyper_parameters", {}).get("_class_path")
-    if not isinstance(saved, str):
-        return
-    module_path, _, name = saved.rpartition(".")
-    try:
-        saved_cls = getattr(importlib.import_module(module_path), name)
-    except (ImportError, AttributeError):
-        return
-    mine = type(module)
-    if isinstance(saved_cls, type) and not (issubclass(mine, saved_cls) or issubclass(saved_cls, mine)):
-        raise ValueError(
-            f"this checkpoint was written by {saved_cls.__name__} ({saved}) and cannot be loaded into "
-            f"{mine.__name__}: load it with {saved_cls.__name__}, or start a new {mine.__name__} run from its "
-            "weights (a teacher checkpoint: teacher_ckpt; a student's: lightning_kd.core.weights.load_weights)."
-        )
-
-
-def resumed_differences(current: Any, saved: dict[str, Any]) -> list[str]:
-    """Lines saying which hyper-parameters a resumed run changes (plain values, and ``class_path`` configs such as
-    the optimizer's): the run uses the new values, and says so."""
-    lines = []
-    for key, value in saved.items():
-        if key.startswith("_") or key not in current:
-            continue
-        now, was = _canonical(current[key]), _canonical(value)
-        if now == was or not (_is_plain(now) and _is_plain(was)):
-            continue
-        if key in _RESTORED_ON_RESUME:
-            lines.append(
-                f"resuming restores the checkpoint's {key} state ({_brief(was)}), so the config's {key}="
-                f"{_brief(now)} is not used; to train with it, start a new run from the checkpoint's weights"
-            )
-        else:
-            lines.append(f"resuming with {key}={_brief(now)}; the checkpoint was trained with {key}={_brief(was)}")
-    return lines
-
-
-# what Lightning restores from the checkpoint itself when resuming, whatever the module was built with
-_RESTORED_ON_RESUME = {"optimizer", "lr_scheduler", "disc_optimizer"}
-
-
-def _canonical(value: Any) -> Any:
-    """Plain JSON data for comparing: tuples become lists (YAML and Python disagree on them)."""
-    return json.loads(json.dumps(value, default=repr)) if _is_plain(value) else value
-
-
-def _brief(value: Any) -> str:
-    if isinstance(value, dict) and "class_path" in value:
-        args = ", ".join(f"{k}={v!r}" for k, v in (value.get("init_args") or {}).items())
-        return f"{value['class_path'].rsplit('.', 1)[-1]}({args})"
-    return repr(value)
 
 
 def _fills_total_steps(scheduler: Any) -> bool:
@@ -157,7 +91,7 @@ def _takes_total_steps(scheduler: Any) -> bool:
         return False
 
 
-class BaseModule(L.LightningModule):
+class BaseModule(StepLogging, L.LightningModule):
     """Shared parts. Subclasses set ``self.val_acc``/``self.test_acc`` via :meth:`_build_metrics`.
 
     - A batch is unpacked once per step by :meth:`unpack_batch` into ``Batch(inputs, targets, index)``;
@@ -172,6 +106,10 @@ class BaseModule(L.LightningModule):
         lr_scheduler: builds a scheduler from the optimizer; an unset ``total_steps`` (OneCycleLR) is filled
             with ``trainer.estimated_stepping_batches``.
         scheduler_interval: ``step`` or ``epoch``; ``auto`` steps per batch when ``total_steps`` was filled.
+
+    The class attributes ``divergence_factor`` and ``divergence_floor`` (see
+    :class:`~lightning_kd.modules.step_log.StepLogging`) say when a finite but soaring training loss stops the
+    run (:class:`DivergedLossError`).
     """
 
     def __init__(
@@ -182,13 +120,14 @@ class BaseModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("auto", "step", "epoch"):
-            raise ValueError(f"scheduler_interval must be 'auto', 'step' or 'epoch', got {scheduler_interval!r}.")
+            raise ValueError(
+                f"scheduler_interval must be 'auto', 'step' or 'epoch', got {scheduler_interval!r}; use 'step' to step "
+                "the scheduler after every batch, 'epoch' after every epoch, or 'auto'."
+            )
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.scheduler_interval = scheduler_interval
-        # a plain object, not module attributes: nn.Module.__setattr__ costs microseconds on every step
-        # on the device: the last loss, the running loss sum, the last step's values; the step numbers
-        self._step = SimpleNamespace(loss=None, loss_sum=None, values={}, step=0, checked_step=None)
+        self._step = new_step_state()  # what log_step keeps between steps (StepLogging)
 
     def _build_metrics(self, num_classes: int) -> None:
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -231,144 +170,6 @@ class BaseModule(L.LightningModule):
             index = index[:2] if isinstance(index, Tensor) else index
         return Batch(inputs, None, index)
 
-    # -- the per-step logging path --------------------------------------------------------------------
-    def log_step(
-        self,
-        loss: Tensor,
-        terms: dict[str, Tensor] | None = None,
-        records: dict[str, Tensor] | None = None,
-        step: int | None = None,
-        batch_idx: int | None = None,
-    ) -> None:
-        """Record this training step's loss and log it, its named ``terms`` (as ``train/loss_<name>``), its
-        ``records`` (as ``train/<name>``) and :meth:`step_extras` (e.g. temperature and α).
-
-        Per step this costs no host sync and one device kernel: the values are kept (detached) and the loss is
-        added to a running device sum, which turns NaN/inf for good once any step's loss does; it is read at
-        logging steps, at each epoch's end and before a checkpoint is written (:meth:`check_finite`), and a
-        non-finite sum stops the run with :class:`NonFiniteLossError` naming the terms. Only on the steps the
-        logger records (every ``log_every_n_steps``, as Lightning decides;
-        with gradient accumulation the last micro-batch's values) are the values read — all of them in one
-        host sync — and sent to the loggers as one row at Lightning's step number, with ``epoch`` as Lightning
-        adds it; ``train/loss`` also goes through ``self.log`` (``logger=False``) into ``callback_metrics``, so a
-        checkpoint or early-stopping callback can monitor it. The other values stay out of Lightning's result
-        collection on purpose: every key logged there is re-read after every batch of the epoch, a per-step
-        cost. Nothing here is a ``prog_bar`` metric (Lightning converts those to Python numbers after every
-        batch); :class:`~lightning_kd.callbacks.KDProgressBar` reads the loss at its own refresh rate.
-
-        Args:
-            loss: the step's total loss (0-d).
-            terms: the step's named, unweighted loss terms.
-            records: other per-step values (e.g. a discriminator's accuracy).
-            step: the logging step when ``global_step`` has already moved (manual optimization stepping
-                before logging); by default ``global_step``.
-            batch_idx: the batch's index in the epoch; with gradient accumulation only the micro-batch that
-                completes an optimizer step logs.
-        """
-        state = self._step
-        state.loss = loss = loss.detach()
-        if state.loss_sum is None or state.loss_sum.device != loss.device:
-            state.loss_sum = loss.new_zeros((), dtype=torch.float32)
-        state.loss_sum += loss
-        # the last step's values, detached (no graph kept): what a divergence message names
-        values = {"loss": loss}
-        values.update({f"loss_{name}": value.detach() for name, value in (terms or {}).items()})
-        values.update({name: value.detach() for name, value in (records or {}).items()})
-        state.values = values
-        step = self.global_step if step is None else step
-        state.step = step
-        trainer = self._trainer
-        logs = self._logs_this_step(step, batch_idx)
-        if trainer is not None and (logs or trainer.is_last_batch):
-            # callback_metrics for checkpoint/early-stopping monitors, fresh at least at each epoch's end
-            self.log("train/loss", loss, logger=False)
-        if not logs:
-            return
-        values = {**values, **self.step_extras()}
-        if trainer is None:  # training_step called by hand: plain self.log
-            for name, value in values.items():
-                self.log(f"train/{name}", value)
-            return
-        # one host sync per logging step: the values and the running loss sum (the divergence check)
-        scalars = torch.stack([state.loss_sum, *(v.reshape(()).float() for v in values.values())]).tolist()
-        if not math.isfinite(scalars[0]):
-            raise NonFiniteLossError(self._divergence_message(f"at step {step}"))
-        state.checked_step = step
-        if trainer.loggers:
-            row = {f"train/{name}": x for name, x in zip(values, scalars[1:])}
-            row["epoch"] = trainer.current_epoch
-            for logger in trainer.loggers:
-                logger.log_metrics(row, step=step)
-
-    def check_finite(self, where: str) -> None:
-        """Raise :class:`NonFiniteLossError` if any training loss since the last check was NaN or infinite
-        (one host sync). Called at logging steps, at each epoch's end and before a checkpoint is written."""
-        state = self._step
-        if state.loss_sum is None:
-            return
-        if not bool(torch.isfinite(state.loss_sum)):
-            raise NonFiniteLossError(self._divergence_message(where))
-        state.checked_step = state.step
-
-    def _divergence_message(self, where: str) -> str:
-        state = self._step
-        bad_names = [name for name, value in state.values.items() if not bool(torch.isfinite(value).all())]
-        bad = [f"{name} = {state.values[name].item()}" for name in bad_names]
-        first = 0 if state.checked_step is None else state.checked_step + 1
-        span = f"step {state.step}" if first >= state.step else f"step {first} and step {state.step}"
-        hints = []
-        if any(name.startswith("loss_kd") for name in bad_names) and "loss_ce" not in bad_names:
-            hints.append(
-                "the KD term went non-finite first: check the teacher's outputs (a teacher checkpoint with NaN "
-                "weights, fp16 overflow of its logits, a corrupted teacher cache) and the temperature"
-            )
-        lr = None
-        if self._trainer is not None and self.trainer.optimizers:
-            lr = self.trainer.optimizers[0].param_groups[0].get("lr")
-        hints.append(f"lower the learning rate{'' if lr is None else f' (now {lr:g})'}")
-        hints.append("clip gradients (trainer.gradient_clip_val: 1.0)")
-        hints.append("train in 32-true or bf16-mixed precision instead of 16-mixed")
-        values = ", ".join(bad) if bad else "the last step's values are finite again, so it happened in between"
-        return (
-            f"training diverged: the loss became NaN or infinite {'at' if first >= state.step else 'between'} "
-            f"{span} ({where}); non-finite at the last "
-            f"step: {values}. Try: {'; '.join(hints)}. No checkpoint with non-finite weights is written: resume "
-            "from the last good one (checkpoints/last.ckpt of this run) or start again."
-        )
-
-    def _logs_this_step(self, step: int, batch_idx: int | None) -> bool:
-        trainer = self._trainer
-        if trainer is None:
-            return True
-        accumulate = trainer.accumulate_grad_batches
-        if accumulate > 1 and batch_idx is not None and (batch_idx + 1) % accumulate and not trainer.is_last_batch:
-            return False  # a micro-batch that does not complete the optimizer step: the last one logs
-        n = trainer.log_every_n_steps
-        return bool(trainer.fast_dev_run) or (n > 0 and ((step + 1) % n == 0 or trainer.should_stop))
-
-    def step_extras(self) -> dict[str, Tensor]:
-        """Values logged with the step's terms at logging steps only (a subclass's knobs, e.g. temperature)."""
-        return {}
-
-    def step_values(self) -> dict[str, float]:
-        """The last training step's loss and :meth:`step_extras`, as Python floats (one host sync: call it
-        rarely)."""
-        if self._step.loss is None:
-            return {}
-        values = {"loss": self._step.loss, **self.step_extras()}
-        return dict(zip(values, torch.stack(list(values.values())).float().tolist()))
-
-    def nonfinite_values(self, reset: bool = True) -> list[str]:
-        """If a training loss was NaN or infinite at any step since the last call (one host sync), the names of
-        the non-finite values of the last step (``loss`` at least); else ``[]``."""
-        step = self._step
-        if step.loss_sum is None or bool(torch.isfinite(step.loss_sum)):
-            return []
-        bad = [name for name, value in step.values.items() if not bool(torch.isfinite(value).all())] or ["loss"]
-        if reset:
-            step.loss_sum.zero_()
-        return bad
-
     # -- components found by type ---------------------------------------------------------------------
     def teacher_components(self) -> list[tuple[str, TeacherBase]]:
         """``(name, component)`` of every teacher component in this module."""
@@ -404,6 +205,16 @@ class BaseModule(L.LightningModule):
         return callbacks
 
     # -- checkpoints without the teachers ------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, after a look at the file's module class: a checkpoint of an
+        unrelated class (a DistillationModule's into ClassificationModule) is refused naming the class to load it
+        with, before Lightning's own class check gives a misleading 'import the module' advice."""
+        peeked = peek_checkpoint(checkpoint_path)
+        if peeked is not None:
+            check_module_class(cls, peeked, source=f"checkpoint {os.fspath(checkpoint_path)!r}")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def on_train_epoch_end(self) -> None:
         self.check_finite(f"at the end of epoch {self.current_epoch}")
 

@@ -111,7 +111,10 @@ class DistillationModule(BaseModule):
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (weight of the KD term), got {alpha}.")
+            raise ValueError(
+                f"alpha must be in [0, 1] (weight of the KD term), got {alpha}; set it between 0 (labels only) and 1 "
+                "(teacher only), e.g. alpha=0.9."
+            )
         temperature = _resolve_temperature(temperature, distill_loss)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}; typical values are 1 to 8.")
@@ -184,7 +187,7 @@ class DistillationModule(BaseModule):
     @alpha.setter
     def alpha(self, value: float) -> None:
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {value}.")
+            raise ValueError(f"alpha must be in [0, 1], got {value}; set it between 0 and 1, e.g. 0.9.")
         self._alpha = float(value)
         self.schedule_values[1].fill_(value)
 

@@ -35,7 +35,8 @@ TINY = [
     "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1",
 ]
-KILL_EPOCHS = 60  # the killed run asks for this many (tiny) epochs: time enough to kill it after its first one
+KILL_EPOCHS = 60  # the killed run asks for this many (tiny) epochs: time enough to kill it a few epochs in
+KILL_AFTER_EPOCH = 2  # ... once its last.ckpt holds this epoch
 Trigger = Callable[[], Any]
 
 
