@@ -58,6 +58,28 @@ def test_fashion_mnist_val_split_is_held_out(fmnist_dir):
     assert len(dm.splits["train"]) == 55000 and len(dm.splits["val"]) == 5000
 
 
+def test_fashion_mnist_train_subset_is_fixed_and_disjoint_from_val(fmnist_dir):
+    def splits(**kw):
+        dm = FashionMNISTDataModule(data_dir=fmnist_dir, **kw)
+        dm.setup()
+        return dm.splits
+
+    a, b = splits(val_size=5000, train_size=10000), splits(val_size=5000, train_size=10000)
+    full = splits(val_size=5000)
+    assert len(a["train"]) == 10000 and len(a["val"]) == 5000
+    assert torch.equal(a["train"].images, b["train"].images)  # same seed, same subset
+    assert torch.equal(a["val"].images, full["val"].images)  # the subset leaves the val split alone
+    # every subset image is one of the 55,000 the val split left (none of the val images)
+    rows = {bytes(x.numpy().tobytes()) for x in full["train"].images}
+    assert all(bytes(x.numpy().tobytes()) in rows for x in a["train"].images[:500])
+    counts = torch.bincount(a["train"].labels, minlength=10)
+    assert counts.min() > 800 and counts.max() < 1200  # a random draw: every class present, about 1,000 each
+    other = splits(val_size=5000, train_size=10000, seed=1)
+    assert not torch.equal(other["train"].images, a["train"].images)
+    with pytest.raises(ValueError, match=r"train_size must be in \[1, 55000\].*got 60000"):
+        FashionMNISTDataModule(val_size=5000, train_size=60000)
+
+
 def test_fashion_mnist_env_var_is_searched_after_data_dir(fmnist_dir, monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, fmnist_dir)
     dm = FashionMNISTDataModule(data_dir=str(tmp_path / "empty"))

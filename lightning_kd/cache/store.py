@@ -17,7 +17,7 @@ On disk, a folder:
   when asked (``overwrite=True``).
 - ``storage="fp16"`` / ``"fp32"``: ``logits.npy``, ``(E, N, C)``.
 - ``storage="topk"``: ``topk_values.npy`` ``(E, N, k + 1)`` fp16 (the ``k`` largest logits, then one fill
-  logit) and ``topk_indices.npy`` ``(E, N, k)`` (their classes). See :func:`encode_topk`.
+  logit) and ``topk_indices.npy`` ``(E, N, k)`` (their classes). See :func:`lightning_kd.cache.topk.encode_topk`.
 
 Opening checks every file against ``meta.json`` (shape, dtype) and scans the stored logits once for NaN/inf
 (and top-k classes for values out of range): a damaged cache is refused by name, never read as logits.
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,6 +55,7 @@ from lightning_kd.cache.checks import (
     refuse_bad_values,
     refuse_replacing,
 )
+from lightning_kd.cache.topk import decode_topk, encode_topk
 from lightning_kd.core.teacher import weights_fingerprint
 
 Storage = Literal["fp16", "fp32", "topk"]
@@ -74,46 +74,6 @@ def dataset_fingerprint(images: Tensor, labels: Tensor, rows: int = 16) -> str:
     h.update(_bytes(images[pick]))
     h.update(_bytes(labels[pick].to(torch.int64)))
     return f"{n}:{h.hexdigest()}"
-
-
-def encode_topk(logits: Tensor, k: int, temperature: float) -> tuple[Tensor, Tensor]:
-    """Keep the ``k`` largest logits and one fill logit for all the others.
-
-    The fill is ``f = T · log(mean_j exp(z_j / T))`` over the ``C − k`` other classes ``j``, so at the
-    temperature ``T`` the rebuilt distribution ``softmax(ẑ / T)`` has exactly the teacher's top-``k``
-    probabilities and spreads the remaining mass uniformly over the other classes. ``f`` never exceeds the
-    smallest kept logit, so the ranking (and the argmax) are kept; it is finite, so no ``-inf`` reaches a
-    loss. At other temperatures the remaining mass is approximate (slightly over-estimated below ``T``,
-    under-estimated above). What is lost is how the teacher ranks the other classes: KD's gradient moves by
-    at most twice the dropped mass (L1), small while the student is far from the teacher, but a student that
-    has matched the top ``k`` is then taught a flat tail. Worth it for many classes (CIFAR-100, ImageNet);
-    with 10 classes ``fp16`` costs 20 bytes a sample and loses nothing.
-
-    Args:
-        logits: ``(B, C)``.
-        k: classes kept, ``1 <= k < C``.
-        temperature: ``T > 0``, normally the KD temperature.
-
-    Returns:
-        values ``(B, k + 1)`` (the top-``k`` logits, then the fill) and indices ``(B, k)`` int64.
-    """
-    c = logits.shape[-1]
-    if not 1 <= k < c:
-        raise ValueError(f"top-k storage needs 1 <= k < num_classes={c}, got k={k}.")
-    logits = logits.float()
-    top, idx = logits.topk(k, dim=-1)  # (B, k)
-    rest = logits.scatter(-1, idx, float("-inf")) / temperature  # (B, C), kept classes masked out
-    fill = temperature * (rest.logsumexp(-1, keepdim=True) - math.log(c - k))  # (B, 1)
-    return torch.cat([top, fill], dim=-1), idx
-
-
-def decode_topk(values: Tensor, indices: Tensor, num_classes: int) -> Tensor:
-    """Logits ``(B, C)`` rebuilt from :func:`encode_topk`'s output: the fill everywhere, the kept logits at
-    their classes."""
-    values = values.float()
-    k = indices.shape[-1]
-    out = values[:, k:].expand(-1, num_classes).contiguous()  # (B, C)
-    return out.scatter_(-1, indices.long(), values[:, :k])
 
 
 class TeacherCache:

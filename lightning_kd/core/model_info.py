@@ -22,6 +22,27 @@ def infer_num_classes(model: nn.Module) -> int | None:
     return linears[-1].out_features if linears else None
 
 
+def resolve_num_classes(n_teacher: int | None, student: nn.Module, num_classes: int | None) -> int:
+    """The number of classes of a teacher/student pair: ``num_classes`` if given, else read off the models;
+    ``ValueError`` naming both when the teacher, the student and ``num_classes`` disagree."""
+    n_student = infer_num_classes(student)
+    if n_teacher is not None and n_student is not None and n_teacher != n_student:
+        raise ValueError(
+            f"teacher predicts {n_teacher} classes but student predicts {n_student}; "
+            "set the same num_classes on both models."
+        )
+    for who, n in (("student", n_student), ("teacher", n_teacher)):
+        if num_classes is not None and n is not None and n != num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but the {who} predicts {n} classes; leave num_classes unset (it is "
+                f"read off the models) or build the models with num_classes={num_classes}."
+            )
+    num_classes = num_classes or n_student or n_teacher
+    if num_classes is None:
+        raise ValueError("cannot infer the number of classes from the models; pass num_classes=…")
+    return num_classes
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (shared ones counted once)."""
     return sum(p.numel() for p in model.parameters())

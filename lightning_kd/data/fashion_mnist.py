@@ -53,6 +53,9 @@ class FashionMNISTDataModule(InMemoryDataModule):
             epoch, index)`` (needs ``with_indices``), as an offline teacher cache requires. ``None``: random.
         resident: keep the data on the accelerator during fit (one on-device gather per batch, no per-step
             host copy); needs ``num_workers=0``.
+        train_size: train on a fixed subset of this many samples (drawn with ``seed`` from what the validation
+            split leaves; the same subset for every run with the same ``seed``), e.g. for a CPU protocol.
+            ``None``: all of them.
     """
 
     mean = 0.2860
@@ -70,6 +73,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         with_indices: bool = False,
         augment_seed: int | None = None,
         resident: bool = False,
+        train_size: int | None = None,
     ) -> None:
         super().__init__(
             batch_size,
@@ -86,7 +90,13 @@ class FashionMNISTDataModule(InMemoryDataModule):
                 f"val_size must be in [0, 60000), got {val_size}; use a val_size below 60000 (the training set's "
                 "size), e.g. val_size=5000, or 0 to validate on the test set."
             )
+        if train_size is not None and not 0 < train_size <= 60000 - val_size:
+            raise ValueError(
+                f"train_size must be in [1, {60000 - val_size}] (60,000 minus val_size={val_size}), got {train_size}; "
+                "use e.g. train_size=10000, or null for the whole training set."
+            )
         self.data_dir, self.val_size, self.download, self.seed = data_dir, val_size, download, seed
+        self.train_size = train_size
 
     def candidate_dirs(self) -> list[Path]:
         """Folders searched, in order."""
@@ -156,6 +166,17 @@ class FashionMNISTDataModule(InMemoryDataModule):
             out["train"] = (images[perm[self.val_size :]], labels[perm[self.val_size :]])
         else:
             out["val"] = out["test"]
+        if self.train_size is not None:
+            images, labels = out["train"]
+            if self.train_size > len(labels):
+                raise ValueError(
+                    f"train_size={self.train_size} but {_find(folder, FILES['train'][1])} leaves {len(labels)} "
+                    f"training samples after val_size={self.val_size}; use a train_size up to {len(labels)}."
+                )
+            # a different stream from the val split's, so the subset does not depend on val_size's draw order
+            pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed + 1))
+            pick = pick[: self.train_size].sort().values
+            out["train"] = (images[pick], labels[pick])
         return out
 
 

@@ -1,5 +1,6 @@
 """Causal language models: plain next-token training (teachers, the student-alone baseline) and token-level
-distillation of a causal LM into a smaller one."""
+distillation of a causal LM into a smaller one. ``CausalLMModule`` lives in :mod:`.causal_lm_plain` and is
+re-exported here."""
 
 from __future__ import annotations
 
@@ -16,106 +17,21 @@ from lightning_kd.core.batch import Batch
 from lightning_kd.core.lm import CausalLMTeacher, check_head_matches, check_plain_head, final_hidden, lm_head
 from lightning_kd.core.teacher import TeacherBase, output_logits
 from lightning_kd.losses.token import (
-    chunked_cross_entropy,
     chunked_token_distill_loss,
     naive_token_distill_loss,
     token_eval_sums,
 )
 from lightning_kd.losses.token.divergences import check_token_options
 from lightning_kd.models.language import model_vocab_fingerprint
+from lightning_kd.modules.causal_lm_plain import CausalLMModule, check_chunk_size
 from lightning_kd.modules.common import save_plain_hyperparameters
 from lightning_kd.modules.language import (
-    IGNORE_INDEX,
     VOCAB_RECORD_KEY,
     LanguageModelBase,
     check_same_vocab,
     next_token_labels,
     resolve_vocab_size,
 )
-
-
-def _check_chunk_size(chunk_size: int | None) -> None:
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None (full logits), got {chunk_size!r}; e.g. 256.")
-
-
-class CausalLMModule(LanguageModelBase):
-    """Train a causal LM on next-token cross-entropy: the teacher, or the student-alone baseline.
-
-    Batches are dicts ``{"input_ids", "attention_mask", "labels"}`` (labels unshifted, ``-100`` where no loss is
-    taken), as :class:`~lightning_kd.data.PackedTextDataModule` and
-    :class:`~lightning_kd.data.PromptResponseDataModule` yield them. The loss is the mean over the valid tokens of
-    the whole optimizer step (see :class:`~lightning_kd.modules.language.LanguageModelBase`). Validation logs
-    ``val/loss`` (nats per token), ``val/ppl`` and ``val/acc`` from exact sums over the whole split. Checkpoints
-    record the data's vocabulary fingerprint, so a student distilled from this model is checked against it.
-
-    Args:
-        model: a ``transformers`` causal LM (e.g. :func:`~lightning_kd.models.llama_lm`).
-        chunk_size: apply the lm head and the cross-entropy this many tokens at a time, so the ``(tokens, V)``
-            logits never exist in full (exact gradients); ``None``: the model's own full logits.
-        optimizer: optimizer over the model's parameters.
-        lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
-        scheduler_interval: ``auto``, ``step`` or ``epoch``.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        chunk_size: int | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
-    ) -> None:
-        super().__init__(optimizer, lr_scheduler, scheduler_interval)
-        save_plain_hyperparameters(self)
-        _check_chunk_size(chunk_size)
-        if chunk_size is not None:
-            check_plain_head(model, "model")
-        self.model = model
-        self.chunk_size = chunk_size
-        self._head_checked = chunk_size is None
-
-    def lm_network(self) -> nn.Module:
-        return self.model
-
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        """The model's logits ``(B, L, V)``."""
-        return output_logits(self.model(**inputs), "model")
-
-    def setup(self, stage: str) -> None:
-        self.check_strategy(self.chunk_size is not None)
-        self._record_data_vocab()
-        fp, size, name = self.data_vocab()
-        resolve_vocab_size(self.head_widths(model=self.model), size, None, name)
-        source = "its config" if model_vocab_fingerprint(self.model) else ""
-        check_same_vocab([("model", model_vocab_fingerprint(self.model), source), ("data", fp, name)], name)
-
-    def _outputs(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, Tensor | None] | None]:
-        if self.chunk_size is None:
-            return self(batch.inputs), None
-        if not self._head_checked:
-            check_head_matches(self.model, batch.inputs, "model")
-            self._head_checked = True
-        return final_hidden(self.model, batch.inputs), lm_head(self.model, "model")
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        batch = self.unpack_batch(batch)
-        y = next_token_labels(batch.targets)
-        out, head = self._outputs(batch)
-        if head is None:
-            rows = out.reshape(-1, out.shape[-1]).float()
-            ce_sum = nn.functional.cross_entropy(rows, y.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-            num_valid = (y != IGNORE_INDEX).sum()
-        else:
-            ce_sum, num_valid = chunked_cross_entropy(out, *head, y, chunk_size=self.chunk_size)
-        loss = self.token_mean(ce_sum, num_valid, y.numel())
-        self.log_step(ce_sum.detach() / num_valid.clamp_min(1), batch_idx=batch_idx)
-        return loss
-
-    def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
-        out, head = self._outputs(batch)
-        sums = token_eval_sums(out, next_token_labels(batch.targets), student_head=head, chunk_size=self.chunk_size)
-        (self.val_sums if stage == "val" else self.test_sums).update(sums)
 
 
 def _read_vocab_record(path: str | None) -> str | None:
@@ -207,7 +123,7 @@ class CausalLMDistillation(LanguageModelBase):
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
         check_token_options(divergence, beta, skew, temperature)
-        _check_chunk_size(chunk_size)
+        check_chunk_size(chunk_size)
         if vocab_size is not None and vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1 (the tokenizer's size), got {vocab_size}.")
         if isinstance(teacher, TeacherBase):

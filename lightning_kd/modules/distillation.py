@@ -13,25 +13,11 @@ from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.feature_terms import FeatureTerms
-from lightning_kd.core.model_info import infer_num_classes, run_model
+from lightning_kd.core.model_info import resolve_num_classes, run_model
 from lightning_kd.core.teacher import TeacherOutput, as_teacher, output_logits
 from lightning_kd.core.terms import FeatureTerm
 from lightning_kd.losses import KDLoss
-from lightning_kd.modules.common import BaseModule, save_plain_hyperparameters, to_channels_last
-
-
-def _resolve_temperature(temperature: float | None, distill_loss: nn.Module | None) -> float:
-    """The module's T: given, else the ``distill_loss``'s own, else 4; both given and different is an error."""
-    own = getattr(distill_loss, "temperature", None) if distill_loss is not None else None
-    own = float(own) if isinstance(own, (Tensor, float, int)) else None
-    if temperature is None:
-        return own if own is not None else 4.0
-    if own is not None and abs(own - temperature) > 1e-9:
-        raise ValueError(
-            f"temperature={temperature} but distill_loss {type(distill_loss).__name__} has temperature={own}; "
-            "set it in one place (leave the module's temperature unset to use the loss's)."
-        )
-    return float(temperature)
+from lightning_kd.modules.common import BaseModule, resolve_temperature, save_plain_hyperparameters, to_channels_last
 
 
 class DistillationModule(BaseModule):
@@ -115,26 +101,12 @@ class DistillationModule(BaseModule):
                 f"alpha must be in [0, 1] (weight of the KD term), got {alpha}; set it between 0 (labels only) and 1 "
                 "(teacher only), e.g. alpha=0.9."
             )
-        temperature = _resolve_temperature(temperature, distill_loss)
+        temperature = resolve_temperature(temperature, distill_loss)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}; typical values are 1 to 8.")
         self.teacher = as_teacher(teacher, teacher_ckpt, teacher_eval, save_teacher)
         self.student = student
-        n_teacher, n_student = self.teacher.num_classes, infer_num_classes(student)
-        if n_teacher is not None and n_student is not None and n_teacher != n_student:
-            raise ValueError(
-                f"teacher predicts {n_teacher} classes but student predicts {n_student}; "
-                "set the same num_classes on both models."
-            )
-        for who, n in (("student", n_student), ("teacher", n_teacher)):
-            if num_classes is not None and n is not None and n != num_classes:
-                raise ValueError(
-                    f"num_classes={num_classes} but the {who} predicts {n} classes; leave num_classes unset (it is "
-                    f"read off the models) or build the models with num_classes={num_classes}."
-                )
-        num_classes = num_classes or n_student or n_teacher
-        if num_classes is None:
-            raise ValueError("cannot infer the number of classes from the models; pass num_classes=…")
+        num_classes = resolve_num_classes(self.teacher.num_classes, student, num_classes)
         self.num_classes = num_classes
         self.compile_models = compile  # not ``self.compile``: that is nn.Module's method
         self._compiled = False
