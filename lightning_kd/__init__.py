@@ -25,6 +25,7 @@ __version__ = "0.2.0"
 # public name -> module that defines it
 _EXPORTS = {
     "AdversarialDistillation": "lightning_kd.modules.adversarial",
+    "CachedLMTeacher": "lightning_kd.cache.lm_teacher",
     "CachedTeacher": "lightning_kd.cache.teacher",
     "CachedTeacherDistillation": "lightning_kd.cache.teacher",
     "CausalLMDistillation": "lightning_kd.modules.causal_lm",

@@ -40,6 +40,7 @@ from lightning_kd.core.weights import read_run_checkpoint
 # `lightning-kd <tool> ...`: the tools that are not Trainer methods; imported only when asked for
 TOOLS: dict[str, tuple[str, str]] = {
     "cache": ("lightning_kd.cache.build", "build an offline teacher cache for a recipe"),
+    "cache-lm": ("lightning_kd.cache.lm_teacher", "store a causal-LM teacher's top-k log-probabilities per token"),
     "pipeline": ("lightning_kd.apps.pipeline", "run a multi-stage pipeline (teacher -> assistant -> student, ...)"),
     "quickstart": ("lightning_kd.apps.quickstart", "the digits demo: teacher, student alone, student with KD"),
     "quickstart-lm": ("lightning_kd.apps.lm_quickstart", "the LM demo: teacher, student alone, student with KD"),

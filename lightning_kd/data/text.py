@@ -74,8 +74,8 @@ def seeded_loader(
 class PackedSequences(Dataset):
     """Rows of a ``(N, L)`` token array as causal-LM samples; whole batches come from ``__getitems__``."""
 
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids = ids
+    def __init__(self, ids: np.ndarray, with_indices: bool = False) -> None:
+        self.ids, self.with_indices = ids, with_indices
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,7 +85,10 @@ class PackedSequences(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         input_ids = torch.from_numpy(self.ids[np.asarray(indices)].astype(np.int64))  # (B, L)
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+        batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+        if self.with_indices:
+            batch["index"] = torch.as_tensor(indices, dtype=torch.int64)  # (B,): an offline teacher's keys
+        return batch
 
 
 def _keep_batch(batch: Any) -> Any:
@@ -120,6 +123,8 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         num_workers: DataLoader workers.
         max_train_tokens: keep only the first this many training tokens (quick runs); ``None``: all.
         min_frequency: minimum count of a pair for a BPE merge.
+        with_indices: training batches also carry ``"index"``, each sequence's row in the training split (the key
+            of an offline teacher store, :class:`~lightning_kd.cache.CachedLMTeacher`).
 
     Example:
         >>> dm = PackedTextDataModule(seq_len=128); dm.setup()  # doctest: +SKIP
@@ -141,6 +146,7 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         num_workers: int = 0,
         max_train_tokens: int | None = None,
         min_frequency: int = 2,
+        with_indices: bool = False,
     ) -> None:
         super().__init__()
         if text_files is not None and text_dir is not None:
@@ -164,6 +170,7 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         self.batch_size, self.seq_len, self.bpe_vocab_size = batch_size, seq_len, vocab_size
         self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
         self.max_train_tokens, self.min_frequency = max_train_tokens, min_frequency
+        self.with_indices = with_indices
         self._tokenizer: Tokenizer | None = None
         self.splits: dict[str, PackedSequences] = {}
         self.stats: dict[str, int] = {}
@@ -210,7 +217,8 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
                     f"The {name} split ({len(corpus.files)} files) has {len(stream)} tokens, fewer than "
                     f"seq_len={self.seq_len}: lower seq_len, or add text (or raise val_fraction for val)."
                 )
-            self.splits[name] = PackedSequences(stream[: n * self.seq_len].reshape(n, self.seq_len))
+            rows = stream[: n * self.seq_len].reshape(n, self.seq_len)
+            self.splits[name] = PackedSequences(rows, with_indices=self.with_indices and name == "train")
             self.stats.update({f"{name}_files": len(corpus.files), f"{name}_chars": corpus.num_chars})
             self.stats.update({f"{name}_tokens": len(stream), f"{name}_sequences": n})
 

@@ -13,6 +13,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_kd.cache.lm_store import decode_lm_topk
+from lightning_kd.cache.lm_teacher import CachedLMTeacher
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.lm import CausalLMTeacher, check_head_matches, check_plain_head, final_hidden, lm_head
 from lightning_kd.core.teacher import TeacherBase, output_logits
@@ -204,24 +206,42 @@ class CausalLMDistillation(LanguageModelBase):
         student_fp = model_vocab_fingerprint(self.student)
         records = [("data", fp, name), ("teacher", teacher_fp, teacher_source), ("student", student_fp, "its config")]
         check_same_vocab(records, name)
-        if teacher_fp is None and stage == "fit":
+        if teacher_fp is None and stage == "fit" and not isinstance(self.teacher, CachedLMTeacher):
             rank_zero_warn(
                 "CausalLMDistillation cannot check that the teacher was trained with the data's tokenizer: nothing "
                 "records the teacher's vocabulary (no teacher_vocab, no record in teacher_ckpt, none in its "
                 "config). Pass teacher_vocab: <its tokenizer.json> to check it."
             )
+        if stage == "fit":  # an offline teacher opens and checks its store here
+            trainer = self._trainer
+            self.teacher.prepare_fit(trainer.datamodule if trainer is not None else None, None)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self.teacher.release()
 
     # -- the two models ------------------------------------------------------------------------------------
-    def _outputs(self, batch: Batch) -> tuple[Tensor, Tensor, Any, Any]:
+    def _outputs(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor | None, Any, Any]:
         """``(student, teacher, student_head, teacher_head)``: hidden states and heads (chunked) or logits."""
         if self.chunk_size is None:
-            return self(batch.inputs), self.teacher(batch.inputs).logits, None, None
+            return self(batch.inputs), self._teacher_logits(batch, training), None, None
         if not self._head_checked:
             check_head_matches(self.student, batch.inputs, "student")
             check_head_matches(self.teacher.model, batch.inputs, "teacher")
             self._head_checked = True
         hidden = final_hidden(self.student, batch.inputs)
         return hidden, self.teacher(batch.inputs).hidden, lm_head(self.student, "student"), self.teacher.head()
+
+    def _teacher_logits(self, batch: Batch, training: bool) -> Tensor | None:
+        """The teacher's logits; an offline top-k teacher's are rebuilt (its tail spread uniformly) and scaled by
+        T, so that the loss's softening by T gives back the stored distribution."""
+        out = self.teacher(batch.inputs, index=batch.index if training else None)
+        if out.topk_ids is None:
+            return out.logits
+        self.teacher.check_temperature(self._temperature)
+        return self._temperature * decode_lm_topk(
+            out.topk_logprobs, out.topk_ids, self.teacher.store.meta["vocab_size"]
+        )
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -235,7 +255,7 @@ class CausalLMDistillation(LanguageModelBase):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)
         y = next_token_labels(batch.targets)
-        student, teacher, s_head, t_head = self._outputs(batch)
+        student, teacher, s_head, t_head = self._outputs(batch, training=True)
         if s_head is None:
             sums = naive_token_distill_loss(student, teacher, y, **self._options())
         else:
@@ -250,7 +270,7 @@ class CausalLMDistillation(LanguageModelBase):
         return loss
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
-        student, teacher, s_head, t_head = self._outputs(batch)
+        student, teacher, s_head, t_head = self._outputs(batch, training=False)
         sums = token_eval_sums(
             student,
             next_token_labels(batch.targets),

@@ -150,7 +150,7 @@ class LanguageModelBase(BaseModule):
             labels = batch["input_ids"]
             if "attention_mask" in batch:
                 labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
-        return Batch(inputs, labels)
+        return Batch(inputs, labels, batch.get("index"))
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Per-sequence summed next-token negative log-likelihood ``(B,)`` (the teacher-free score of a text)."""

@@ -1,0 +1,246 @@
+"""An offline causal-LM teacher: per token, the teacher's top-``k`` log-probabilities and their token ids.
+
+Built once by ``lightning-kd cache-lm`` (:mod:`lightning_kd.cache.lm_teacher`), read by
+:class:`~lightning_kd.cache.lm_teacher.CachedLMTeacher` in place of a live teacher forward pass. A folder::
+
+    meta.json       format, k, temperature, vocab size, sequence shape, dtype, what it was built from
+    logprobs.npy    (N, L, k) fp16 (or fp32): log softmax(z / T) of the k most likely next tokens, descending
+    ids.npy         (N, L, k) int32: their token ids
+    done.npy        (N,) bool: sequences written (a build stopped half-way is refused, and resumable)
+
+Keyed by sequence index (the row of :class:`~lightning_kd.data.PackedTextDataModule`'s training split); the
+teacher's weights fingerprint, the tokenizer's vocabulary fingerprint and the training tokens' fingerprint are
+recorded and checked when the store is used, so a store built for another teacher, tokenizer or data is refused
+naming what differs.
+
+**The tail.** The ``V − k`` tokens outside the top ``k`` share the remaining probability mass
+``r = 1 − Σ_topk p`` uniformly (:func:`decode_lm_topk`). The rebuilt distribution has exactly the teacher's
+top-``k`` probabilities (to fp16 precision) and the right total mass outside them; what is lost is how the
+teacher ranks the tail. With ``k = V`` nothing is lost: the loss equals the live teacher's (tested). The
+temperature is fixed at build time: a run at another temperature is refused (softening a truncated
+distribution is not the truncated softened one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FORMAT = "lightning-kd-lm-topk"
+VERSION = 1
+_ARRAYS = ("logprobs", "ids", "done")
+StoreDtype = Literal["fp16", "fp32"]
+# what a run compares against the store, and what to do when one differs
+_FIXES = {
+    "teacher_fingerprint": "the teacher's weights changed: rebuild the store with lightning-kd cache-lm",
+    "vocab_fingerprint": "the data's tokenizer is not the one the store was built with: use that tokenizer",
+    "data_fingerprint": "the training sequences differ (files, seq_len, max_train_tokens): rebuild the store",
+    "temperature": "set the run's temperature to the store's, or rebuild the store at the run's temperature",
+    "vocab_size": "the tokenizer's size differs from the store's: rebuild the store",
+}
+
+
+def topk_logprobs(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest of ``log_softmax(logits / T)`` over the last dim, descending, and their indices.
+
+    Args:
+        logits: ``(..., V)``.
+        k: ``1 <= k <= V``.
+        temperature: ``T > 0``.
+    """
+    v = logits.shape[-1]
+    if not 1 <= k <= v:
+        raise ValueError(f"k must be in [1, vocab size {v}], got {k}.")
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.topk(k, dim=-1)
+
+
+def decode_lm_topk(logprobs: Tensor, ids: Tensor, vocab_size: int) -> Tensor:
+    """Log-probabilities ``(..., V)`` rebuilt from the top ``k``: exact at ``ids``, the remaining mass
+    ``r = 1 − Σ exp(logprobs)`` spread uniformly over the other ``V − k`` tokens (``k = V``: exact everywhere).
+
+    ``softmax`` of the result is the rebuilt distribution (the values are log-probabilities up to fp16 rounding,
+    so they need not sum to exactly 1: use them as logits)."""
+    logprobs = logprobs.float()
+    k = ids.shape[-1]
+    if k > vocab_size:
+        raise ValueError(f"the store keeps k={k} tokens but the vocabulary has {vocab_size}.")
+    if k == vocab_size:
+        out = torch.empty(*ids.shape[:-1], vocab_size, dtype=torch.float32, device=logprobs.device)
+        return out.scatter_(-1, ids.long(), logprobs)
+    kept = logprobs.exp().sum(-1, keepdim=True)
+    # the tail's total mass; floored so a top-k holding (numerically) all the mass gives a finite, tiny tail
+    rest = (1.0 - kept).clamp_min(1e-12)
+    fill = torch.log(rest / (vocab_size - k))
+    out = fill.expand(*ids.shape[:-1], vocab_size).contiguous()
+    return out.scatter_(-1, ids.long(), logprobs)
+
+
+def tokens_fingerprint(ids: np.ndarray) -> str:
+    """``shape`` plus sha256 of the whole token array (a few MB per million tokens: cheap, and exact)."""
+    h = hashlib.sha256(f"{tuple(ids.shape)}|".encode())
+    h.update(np.ascontiguousarray(ids.astype(np.int64)).tobytes())
+    return f"{tuple(ids.shape)}:{h.hexdigest()}"
+
+
+class LMTeacherStore:
+    """The on-disk top-k store (see the module docstring): create, write, finish, open, check, lookup."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.path, self.meta, self.arrays = Path(path), meta, arrays
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        num_sequences: int,
+        seq_len: int,
+        k: int,
+        temperature: float,
+        vocab_size: int,
+        dtype: StoreDtype = "fp16",
+        overwrite: bool = False,
+        **record: Any,
+    ) -> LMTeacherStore:
+        """A new store (or the unfinished one already in ``path``, for the same settings, to resume).
+
+        A finished store in ``path``, or any other files there, are kept: the call is refused unless
+        ``overwrite``. ``record`` (fingerprints of the teacher, vocabulary and data) goes into ``meta.json``."""
+        if dtype not in ("fp16", "fp32"):
+            raise ValueError(f"dtype must be 'fp16' or 'fp32', got {dtype!r}.")
+        if not 1 <= k <= vocab_size:
+            raise ValueError(f"k must be in [1, vocab size {vocab_size}], got {k}; 16 to 64 is usual.")
+        path = Path(path)
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "num_sequences": num_sequences,
+            "seq_len": seq_len,
+            "k": k,
+            "temperature": float(temperature),
+            "vocab_size": vocab_size,
+            "dtype": dtype,
+            "complete": False,
+            **record,
+        }
+        if path.exists() and any(path.iterdir()):
+            old = _read_meta(path) if (path / "meta.json").is_file() else None
+            same = old is not None and {x: old.get(x) for x in meta if x != "complete"} == {
+                x: v for x, v in meta.items() if x != "complete"
+            }
+            if same and not old["complete"] and not overwrite:
+                return cls(path, old, _open_arrays(path, "r+"))  # resume an interrupted build
+            if not overwrite:
+                what = "a finished store" if old and old.get("complete") else "other files"
+                raise FileExistsError(
+                    f"{path} already holds {what}; it is kept. Pass --overwrite (overwrite=True) to replace it, "
+                    "or choose another --out."
+                )
+            for name in ("meta.json", *(f"{a}.npy" for a in _ARRAYS)):
+                (path / name).unlink(missing_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        value_dtype = np.float16 if dtype == "fp16" else np.float32
+        shape = (num_sequences, seq_len, k)
+        arrays = {
+            "logprobs": np.lib.format.open_memmap(path / "logprobs.npy", "w+", value_dtype, shape),
+            "ids": np.lib.format.open_memmap(path / "ids.npy", "w+", np.int32, shape),
+            "done": np.lib.format.open_memmap(path / "done.npy", "w+", np.bool_, (num_sequences,)),
+        }
+        _write_meta(path, meta)
+        return cls(path, meta, arrays)
+
+    def write(self, indices: Tensor, logprobs: Tensor, ids: Tensor) -> None:
+        """Rows ``indices`` ``(B,)`` get ``logprobs``/``ids`` ``(B, L, k)``."""
+        rows = indices.cpu().numpy()
+        self.arrays["logprobs"][rows] = logprobs.detach().cpu().numpy().astype(self.arrays["logprobs"].dtype)
+        self.arrays["ids"][rows] = ids.detach().cpu().numpy().astype(np.int32)
+        self.arrays["done"][rows] = True
+
+    @property
+    def remaining(self) -> np.ndarray:
+        """Sequence indices not written yet."""
+        return np.flatnonzero(~np.asarray(self.arrays["done"]))
+
+    def finish(self) -> None:
+        """Flush and mark complete (refused while sequences are missing)."""
+        missing = self.remaining
+        if len(missing):
+            raise RuntimeError(f"{self.path}: {len(missing)} sequences not written (e.g. {missing[:3].tolist()}).")
+        for array in self.arrays.values():
+            array.flush()
+        self.meta["complete"] = True
+        _write_meta(self.path, self.meta)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> LMTeacherStore:
+        """A finished store, memory-mapped read-only."""
+        path = Path(path)
+        if not (path / "meta.json").is_file():
+            raise FileNotFoundError(
+                f"no LM teacher store at {path} (no meta.json); build it first: lightning-kd cache-lm --config "
+                "<the recipe's configs>."
+            )
+        meta = _read_meta(path)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} holds a {meta.get('format')!r} store, not an LM top-k store ({FORMAT!r}).")
+        if not meta.get("complete"):
+            raise ValueError(
+                f"{path}: the build stopped before the end (meta.json complete: false); run the same lightning-kd "
+                "cache-lm command again to finish it."
+            )
+        return cls(path, meta, _open_arrays(path, "r"))
+
+    @property
+    def bytes_per_token(self) -> float:
+        k = self.meta["k"]
+        return k * (2 if self.meta["dtype"] == "fp16" else 4) + k * 4
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def check(self, expected: dict[str, Any], against: str = "the current run") -> None:
+        """Refuse, naming each difference and its fix, when ``expected``'s values (None: not checked) differ."""
+        diffs = [
+            f"{key}: store {self.meta.get(key)!r}, {against} {value!r} ({_FIXES.get(key, 'rebuild the store')})"
+            for key, value in expected.items()
+            if value is not None and self.meta.get(key) != value
+        ]
+        if diffs:
+            raise ValueError(f"the LM teacher store {self.path} does not match {against}:\n  " + "\n  ".join(diffs))
+
+    def lookup(self, indices: Tensor, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """``(logprobs fp32, ids int64)`` ``(B, L, k)`` of sequences ``indices``."""
+        rows = indices.cpu().numpy()
+        n = self.meta["num_sequences"]
+        bad = rows[(rows < 0) | (rows >= n)]
+        if len(bad):
+            raise IndexError(
+                f"sequence index {int(bad[0])} is outside the store's {n} sequences: the training data is not the "
+                "one the store was built on."
+            )
+        logprobs = torch.from_numpy(np.asarray(self.arrays["logprobs"][rows]))
+        ids = torch.from_numpy(np.asarray(self.arrays["ids"][rows]))
+        return logprobs.to(device, torch.float32), ids.to(device, torch.int64)
+
+
+def _open_arrays(path: Path, mode: str) -> dict[str, np.ndarray]:
+    return {name: np.load(path / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / "meta.json").read_text())
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    tmp = path / f".meta.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path / "meta.json")
