@@ -130,6 +130,9 @@ def test_study_file_errors_name_the_problem(tmp_path):
     path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "sedes": [1]}))
     with pytest.raises(ValueError, match=r"unknown keys \['sedes'\]"):
         read_study(path)
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "evaluate": "predict"}))
+    with pytest.raises(ValueError, match=r"evaluate must be 'test' or 'validate', got 'predict'"):
+        read_study(path)
     with pytest.raises(SystemExit):
         seeds_main([str(_write_study(tmp_path)), "--only", "nope"])
 

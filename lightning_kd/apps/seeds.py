@@ -31,13 +31,26 @@ import yaml
 
 from lightning_kd.apps.seeds_table import write_tables
 
-STUDY_KEYS = {"name", "seeds", "baseline", "metrics", "setup", "runs", "parts", "args", "out_dir", "description"}
+STUDY_KEYS = {
+    "name",
+    "seeds",
+    "baseline",
+    "metrics",
+    "setup",
+    "runs",
+    "parts",
+    "args",
+    "out_dir",
+    "description",
+    "evaluate",
+}
 
 
 def read_study(path: str | os.PathLike) -> dict[str, Any]:
     """A study file: ``runs`` (name -> ``{configs: [...]}`` or ``{pipeline: file}``, optional ``args``), ``seeds``,
     ``baseline``, ``metrics``, ``setup`` (commands run once before the runs, skipped when ``creates`` exists),
-    ``parts`` (name -> run names), ``args`` (passed to every run), ``out_dir``."""
+    ``parts`` (name -> run names), ``args`` (passed to every run), ``out_dir``, ``evaluate`` (``test``, the
+    default, or ``validate`` for data without a test split, e.g. language models' held-out files)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file {str(path)!r} does not exist; see configs/studies/ for examples.")
@@ -68,6 +81,9 @@ def check_study(study: dict[str, Any], where: str) -> dict[str, Any]:
         bad = [n for n in names if n not in study["runs"]]
         if bad:
             raise ValueError(f"{where}: part {part!r} names unknown runs {bad}; runs are {sorted(study['runs'])}.")
+    if study.get("evaluate", "test") not in ("test", "validate"):
+        raise ValueError(f"{where}: evaluate must be 'test' or 'validate', got {study['evaluate']!r}.")
+    study.setdefault("evaluate", "test")
     study.setdefault("seeds", [0, 1, 2])
     study.setdefault("metrics", ["test/acc"])
     return study
@@ -92,7 +108,7 @@ def fit_args(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str]
     return [*args, *run.get("args", []), *extra]
 
 
-def commands(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str]) -> list[str]:
+def commands(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str], evaluate: str = "test") -> list[str]:
     """The shell commands that reproduce one (run, seed)."""
     if "pipeline" in run:
         args = [run["pipeline"], f"--out-dir={run_dir}", f"--seed_everything={seed}", *run.get("args", []), *extra]
@@ -100,7 +116,7 @@ def commands(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str]
     args = fit_args(run, seed, run_dir, extra)
     test = [a for c in run["configs"] for a in ("--config", str(c))]
     test += [f"--seed_everything={seed}", f"--ckpt_path={run_dir / 'model.ckpt'}"]
-    return ["lightning-kd fit " + shlex.join(args), "lightning-kd test " + shlex.join(test)]
+    return ["lightning-kd fit " + shlex.join(args), f"lightning-kd {evaluate} " + shlex.join(test)]
 
 
 # -- one (run, seed), in its own process ------------------------------------------------------------------------
@@ -126,7 +142,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(
             f"the fit published no model at {target}; keep the `checkpoint:` settings of the base recipe."
         )
-    test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
+    evaluate = cli.trainer.validate if spec.get("evaluate") == "validate" else cli.trainer.test
+    test = evaluate(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
     metrics = {k: float(v) for k, v in test.items()}
     return {"metrics": metrics, "fit_seconds": fit_seconds, "test_seconds": time.perf_counter() - start - fit_seconds}
 
@@ -209,7 +226,8 @@ def run_study(
                 continue
             try:
                 spec = {"name": name, "run": run, "seed": seed, "run_dir": str(run_dir), "extra": list(extra)}
-                spec["commands"] = commands(run, seed, run_dir, extra)
+                spec["evaluate"] = study.get("evaluate", "test")
+                spec["commands"] = commands(run, seed, run_dir, extra, spec["evaluate"])
                 print(f"[seeds] {name} seed {seed}: {spec['commands'][0]}", flush=True)
                 start = time.perf_counter()
                 with open(run_dir / "log.txt", "w") as log:
