@@ -28,40 +28,14 @@ from lightning_kd.models.language import model_vocab_fingerprint
 from lightning_kd.modules.causal_lm_plain import CausalLMModule, check_chunk_size
 from lightning_kd.modules.common import save_plain_hyperparameters
 from lightning_kd.modules.language import (
-    VOCAB_RECORD_KEY,
     LanguageModelBase,
     check_same_vocab,
     next_token_labels,
+    read_vocab_record,
     resolve_vocab_size,
+    vocab_fingerprint_of,
 )
-
-
-def _read_vocab_record(path: str | None) -> str | None:
-    """The vocabulary fingerprint a lightning-kd checkpoint recorded, if the file has one."""
-    if path is None:
-        return None
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(VOCAB_RECORD_KEY)
-    except Exception:  # noqa: BLE001 - the weights loader has already said what is wrong with the file
-        return None
-    return record.get("fingerprint") if isinstance(record, dict) else None
-
-
-def _fingerprint_of(value: str) -> str:
-    """A vocabulary fingerprint given directly (64 hex digits) or as a tokenizer file/folder to compute it from."""
-    if len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()):
-        return value.lower()
-    path = os.path.join(value, "tokenizer.json") if os.path.isdir(value) else value
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"teacher_vocab={value!r} is neither a sha256 vocabulary fingerprint nor a tokenizer.json file or a folder "
-            "holding one (a transformers model folder saved with its tokenizer)."
-        )
-    from tokenizers import Tokenizer
-
-    from lightning_kd.data.tokenizer import vocab_fingerprint
-
-    return vocab_fingerprint(Tokenizer.from_file(path))
+from lightning_kd.modules.lm_generation import GenerationMix
 
 
 class CausalLMDistillation(LanguageModelBase):
@@ -98,6 +72,10 @@ class CausalLMDistillation(LanguageModelBase):
         temperature: ``T > 0``; both distributions are softened by it and the divergence multiplied by ``T²``.
         beta: JSD's teacher weight (``jsd`` only; 0 and 1 are forward and reverse KL, see ``token_divergence``).
         skew: DistiLLM's skew (``skew_*`` only).
+        on_policy, sequence_kd, prompt_len, generation_temperature: with probability ``on_policy`` (GKD's λ) a
+            step distils on the student's own continuation of each sequence's first ``prompt_len`` tokens (loss
+            ``α · D`` only: no CE on its own samples), with probability ``sequence_kd`` on the teacher's (CE and
+            ``D``); see :mod:`~lightning_kd.modules.lm_generation`. Needs a live teacher model.
         chunk_size: tokens per chunk of the fused head+loss; ``None``: full logits.
         vocab_size: compare only the first ``vocab_size`` logit columns; ``None``: the data's tokenizer size.
         optimizer, lr_scheduler, scheduler_interval: as in :class:`CausalLMModule`.
@@ -121,6 +99,10 @@ class CausalLMDistillation(LanguageModelBase):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
         save_teacher: bool = False,
+        on_policy: float = 0.0,
+        sequence_kd: float = 0.0,
+        prompt_len: int = 32,
+        generation_temperature: float = 1.0,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
@@ -151,11 +133,18 @@ class CausalLMDistillation(LanguageModelBase):
         self.register_buffer("schedule_values", torch.zeros(2), persistent=False)  # (temperature, alpha)
         self.alpha, self.temperature = alpha, temperature
         self._head_checked = chunk_size is None
+        self.generation = GenerationMix(on_policy, sequence_kd, prompt_len, generation_temperature)
+        if self.generation.active and getattr(self.teacher, "model", None) is None:
+            raise ValueError(
+                "on-policy / sequence-level KD needs the teacher's model to score (or write) generated text; give "
+                f"the {type(self.teacher).__name__} its `model`, or set on_policy and sequence_kd to 0."
+            )
+        self._special_ids: tuple[int | None, int] = (None, 0)  # (eos, pad), from the data module at setup
 
     def _teacher_fingerprint(self, given: str | None, ckpt: str | None) -> tuple[str | None, str]:
         if given is not None:
-            return _fingerprint_of(given), f"teacher_vocab={given!r}"
-        recorded = _read_vocab_record(ckpt)
+            return vocab_fingerprint_of(given), f"teacher_vocab={given!r}"
+        recorded = read_vocab_record(ckpt)
         if recorded:
             return recorded, f"teacher_ckpt {ckpt!r}"
         model = getattr(self.teacher, "model", None)
@@ -213,8 +202,11 @@ class CausalLMDistillation(LanguageModelBase):
                 "config). Pass teacher_vocab: <its tokenizer.json> to check it."
             )
         if stage == "fit":  # an offline teacher opens and checks its store here
-            trainer = self._trainer
-            self.teacher.prepare_fit(trainer.datamodule if trainer is not None else None, None)
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            self.teacher.prepare_fit(datamodule, None)
+            eos = getattr(datamodule, "eos_token_id", None)
+            self._special_ids = (eos, getattr(datamodule, "pad_token_id", None) or eos or 0)
+            self.generation.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def teardown(self, stage: str) -> None:
         if stage == "fit":
@@ -254,6 +246,10 @@ class CausalLMDistillation(LanguageModelBase):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)
+        source = self.generation.draw(self.global_step)
+        if source != "data":
+            model = self.student if source == "student" else self.teacher.model
+            batch = self.generation.generate(model, batch, *self._special_ids)
         y = next_token_labels(batch.targets)
         student, teacher, s_head, t_head = self._outputs(batch, training=True)
         if s_head is None:
@@ -262,7 +258,8 @@ class CausalLMDistillation(LanguageModelBase):
             sums = chunked_token_distill_loss(
                 student, *s_head, teacher, *t_head, y, chunk_size=self.chunk_size, **self._options()
             )
-        loss_sum = (1.0 - self._alpha) * sums.ce_sum + self._alpha * sums.div_sum
+        ce_weight = 0.0 if source == "student" else 1.0 - self._alpha  # no CE on the student's own samples
+        loss_sum = ce_weight * sums.ce_sum + self._alpha * sums.div_sum
         loss = self.token_mean(loss_sum, sums.num_valid, y.numel())
         n = sums.num_valid.clamp_min(1)
         terms = {"ce": sums.ce_sum.detach() / n, "kd": sums.div_sum.detach() / n}

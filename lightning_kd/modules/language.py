@@ -4,6 +4,7 @@ vocabulary records and checks, and held-out perplexity/agreement computed from e
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Literal
 
 import torch
@@ -249,3 +250,31 @@ class LanguageModelBase(BaseModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_eval("test")
+
+
+def read_vocab_record(path: str | None) -> str | None:
+    """The vocabulary fingerprint a lightning-kd checkpoint recorded, if the file has one."""
+    if path is None:
+        return None
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(VOCAB_RECORD_KEY)
+    except Exception:  # noqa: BLE001 - the weights loader has already said what is wrong with the file
+        return None
+    return record.get("fingerprint") if isinstance(record, dict) else None
+
+
+def vocab_fingerprint_of(value: str) -> str:
+    """A vocabulary fingerprint given directly (64 hex digits) or as a tokenizer file/folder to compute it from."""
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()):
+        return value.lower()
+    path = os.path.join(value, "tokenizer.json") if os.path.isdir(value) else value
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"teacher_vocab={value!r} is neither a sha256 vocabulary fingerprint nor a tokenizer.json file or a folder "
+            "holding one (a transformers model folder saved with its tokenizer)."
+        )
+    from tokenizers import Tokenizer
+
+    from lightning_kd.data.tokenizer import vocab_fingerprint
+
+    return vocab_fingerprint(Tokenizer.from_file(path))
