@@ -215,3 +215,19 @@ def test_step_overhead_benchmark_reports_every_case_and_ratio(tmp_path, monkeypa
         "kd_recipe_vs_minimal_logged",
     }
     assert (tmp_path / "o.json").is_file()
+
+
+def test_lm_offline_step_benchmark_times_both_paths_on_the_same_batches(tmp_path):
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        bench = importlib.import_module("lm_offline_step")
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    out = tmp_path / "r.json"
+    bench.main(["--vocab", "64", "--batch", "2", "--seq-len", "8", "--sequences", "4", "--steps", "1", "--repeats", "1",
+                "--k", "8", "--json", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["bytes_per_token"] == 8 * 6 and result["tokens_per_step"] == 16
+    assert set(result["ms_per_step"]) == {"live", "offline"} and all(v > 0 for v in result["ms_per_step"].values())
+    assert result["offline_vs_live"] == pytest.approx(result["ms_per_step"]["offline"] / result["ms_per_step"]["live"])
