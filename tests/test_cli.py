@@ -87,6 +87,19 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
         teacher = {"class_path": "lightning_kd.CachedTeacher", "init_args": cached}
         args.append(f"--model.init_args.teacher={yaml.safe_dump(teacher, default_flow_style=True).strip()}")
         build_from_recipe([REPO / f for f in recipe], None, 1, args)
+    if teacher.get("class_path") == "lightning_kd.CachedLMTeacher":  # a top-8 store of the untrained teacher first
+        from lightning_kd.cache import lm_teacher
+
+        llama = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_position": 64}
+        tiny = {"class_path": "lightning_kd.models.llama_lm", "init_args": llama}
+        cached = {"path": str(tmp_path / "lm_store"), "model": tiny, "ckpt": None}
+        args.append(
+            "--model.init_args.teacher="
+            + yaml.safe_dump(
+                {"class_path": teacher["class_path"], "init_args": cached}, default_flow_style=True
+            ).strip()
+        )
+        lm_teacher.build_from_recipe([str(REPO / f) for f in recipe], args, k=8)
     return args
 
 
