@@ -112,6 +112,9 @@ def test_tables_from_hand_made_results(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| b | 96.00 ± 1.00 | 95.00 / 96.00 / 97.00 | 4.00 ± 1.00 | yes |" in md
     assert "not run yet" not in md
+    one = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0])["rows"]}
+    assert one["b"]["beyond_noise"] is None  # one seed: no spread, no verdict
+    assert "| b | 95.00 ± 0.00 | 95.00 | 5.00 ± 0.00 | – |" in (tmp_path / "results.md").read_text()
     rows = {r["run"]: r for r in write_tables(study, tmp_path, [0, 1, 2, 3])["rows"]}
     assert rows["b"]["missing"] == [3]
     assert "not run yet: seeds [3]" in (tmp_path / "results.md").read_text()

@@ -58,7 +58,9 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
                 b_mean, b_std = _mean_std([base[s]["metrics"][metric] for s in base])
                 entry["diff"] = {"mean": d_mean, "std": d_std, "per_seed": diffs}
                 # the issue's criterion: the means differ by more than the two standard deviations combined
-                entry["beyond_noise"] = bool(diffs) and abs(mean - b_mean) > std + b_std
+                # judged only with two seeds or more on both sides (one seed has no spread to compare with)
+                judged = len(values) >= 2 and len(base) >= 2
+                entry["beyond_noise"] = (abs(mean - b_mean) > std + b_std) if judged else None
             row["metrics"][metric] = entry
         fit = [r.get("fit_seconds", math.nan) for r in ok.values()]
         row["fit_seconds"] = statistics.fmean(fit) if fit else math.nan
@@ -91,7 +93,8 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
         per_seed = " / ".join(_pct(v, metric) for v in m["per_seed"].values()) or "–"
         diff = m.get("diff")
         diff_s = f"{_pct(diff['mean'], metric)} ± {_pct(diff['std'], metric)}" if diff and diff["per_seed"] else "–"
-        noise = "–" if row["run"] == baseline or not diff else ("yes" if m.get("beyond_noise") else "no")
+        verdict = m.get("beyond_noise")
+        noise = "–" if row["run"] == baseline or verdict is None else ("yes" if verdict else "no")
         notes = []
         if row["failed"]:
             notes.append(f"failed seeds {sorted(row['failed'])} (not averaged)")
