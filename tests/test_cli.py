@@ -115,6 +115,31 @@ def test_every_recipe_runs_a_step(recipe, tmp_path, monkeypatch):
     assert cli.trainer.state.finished
 
 
+def _study_stacks() -> list[tuple[str, ...]]:
+    """Config stacks of the shipped studies (runs and ``fit`` setup steps) that are not a (base, fragment) pair
+    tested above: overlays such as configs/lm/full_size/ are only ever run this way."""
+    stacks = set()
+    for path in sorted((REPO / "configs/studies").glob("*.yaml")):
+        study = yaml.safe_load(path.read_text())
+        for run in study["runs"].values():
+            stacks.add(tuple(run.get("configs", ())))
+        for step in study.get("setup") or ():
+            command = step["command"]
+            if command[0] == "fit":
+                stacks.add(tuple(c for prev, c in zip(command, command[1:]) if prev == "--config"))
+    return sorted(s for s in stacks if len(s) > 2 or (s and s not in RECIPES))
+
+
+STUDY_STACKS = _study_stacks()
+
+
+@pytest.mark.parametrize("stack", STUDY_STACKS, ids=["+".join(Path(f).stem for f in s[1:]) for s in STUDY_STACKS])
+def test_every_study_config_stack_runs_a_step(stack, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["fit", *_configs(stack), *_overrides(stack, tmp_path)])
+    assert cli.trainer.global_step == 1
+
+
 DOWNLOADS = [r for r in RECIPES if any(k in r[1] for k in NEEDS_DOWNLOAD)]
 
 

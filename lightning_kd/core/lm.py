@@ -11,13 +11,15 @@ checks numerically, on a real batch, that the head reproduces the model's own lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.core.feature_terms import FeatureTerms
 from lightning_kd.core.teacher import Teacher, TeacherOutput, output_logits
+from lightning_kd.core.terms import FeatureTerm
 
 # config attributes of heads that are not a plain linear map, with what they do
 _HEAD_EXTRAS = {
@@ -139,3 +141,39 @@ class CausalLMTeacher(Teacher):
             if self.output == "hidden":
                 return TeacherOutput(hidden=final_hidden(self.model, inputs))
             return TeacherOutput(logits=output_logits(self.model(**inputs), "teacher").float())
+
+
+class TokenFeatureTerms(FeatureTerms):
+    """:class:`~lightning_kd.core.feature_terms.FeatureTerms` on token features: hidden-state distillation.
+
+    A causal LM's layers give ``(B, L, H)`` features; the terms see them as ``(n, H)`` rows, one per token that
+    takes part in the loss (:attr:`mask`, ``(B, L)`` bool: the positions with a next-token label), so padding and
+    prompt positions teach nothing, and a ``connector: true`` term gets a linear map ``H_student → H_teacher``.
+    Without a mask (the dry run that sizes connectors) every position is a row. A token-mean loss such as
+    :class:`~lightning_kd.losses.FeatureMatchLoss` (``mse``: mean over tokens and width, ``cosine``: mean over
+    tokens) then gives the mean over the valid tokens, which the module turns into a sum over them before it
+    normalises by the whole step's valid tokens, like the token loss.
+    """
+
+    def __init__(self, terms: Iterable[FeatureTerm] = ()) -> None:
+        super().__init__(terms)
+        self.mask: Tensor | None = None
+
+    def features(self, side: str, capture: str = "output", teacher: int = 0) -> dict[str, Tensor]:
+        return {path: self._tokens(path, side, f) for path, f in super().features(side, capture, teacher).items()}
+
+    def _tokens(self, path: str, side: str, feature: Tensor) -> Tensor:
+        if feature.dim() != 3:
+            raise ValueError(
+                f"the {side}'s layer {path!r} gives features of shape {tuple(feature.shape)}, not (batch, sequence, "
+                "hidden); hidden-state terms take a decoder layer's (or the final norm's) output, e.g. "
+                "model.layers.1."
+            )
+        if self.mask is None:
+            return feature.flatten(0, 1)
+        if feature.shape[:2] != self.mask.shape:
+            raise ValueError(
+                f"the {side}'s layer {path!r} gives features for {tuple(feature.shape[:2])} (batch, sequence) "
+                f"positions but the batch has {tuple(self.mask.shape)}; hook a layer that keeps one row per token."
+            )
+        return feature[self.mask]

@@ -4,7 +4,6 @@ re-exported here."""
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Literal
 
@@ -16,8 +15,16 @@ from torch import Tensor, nn
 from lightning_kd.cache.lm_store import decode_lm_topk
 from lightning_kd.cache.lm_teacher import CachedLMTeacher
 from lightning_kd.core.batch import Batch
-from lightning_kd.core.lm import CausalLMTeacher, check_head_matches, check_plain_head, final_hidden, lm_head
+from lightning_kd.core.lm import (
+    CausalLMTeacher,
+    TokenFeatureTerms,
+    check_head_matches,
+    check_plain_head,
+    final_hidden,
+    lm_head,
+)
 from lightning_kd.core.teacher import TeacherBase, output_logits
+from lightning_kd.core.terms import FeatureTerm
 from lightning_kd.losses.token import (
     chunked_token_distill_loss,
     naive_token_distill_loss,
@@ -26,8 +33,10 @@ from lightning_kd.losses.token import (
 from lightning_kd.losses.token.divergences import check_token_options
 from lightning_kd.models.language import model_vocab_fingerprint
 from lightning_kd.modules.causal_lm_plain import CausalLMModule, check_chunk_size
-from lightning_kd.modules.common import save_plain_hyperparameters
+from lightning_kd.modules.common import dry_run_feature_terms, save_plain_hyperparameters
+from lightning_kd.modules.knobs import DistillKnobs
 from lightning_kd.modules.language import (
+    IGNORE_INDEX,
     LanguageModelBase,
     check_same_vocab,
     next_token_labels,
@@ -38,7 +47,7 @@ from lightning_kd.modules.language import (
 from lightning_kd.modules.lm_generation import GenerationMix
 
 
-class CausalLMDistillation(LanguageModelBase):
+class CausalLMDistillation(DistillKnobs, LanguageModelBase):
     """Distil a frozen causal-LM ``teacher`` into a smaller causal-LM ``student``, token by token.
 
     Loss over the positions that have a label (``labels != -100``; logits at ``t`` predict token ``t + 1``, the
@@ -77,6 +86,11 @@ class CausalLMDistillation(LanguageModelBase):
             ``α · D`` only: no CE on its own samples), with probability ``sequence_kd`` on the teacher's (CE and
             ``D``); see :mod:`~lightning_kd.modules.lm_generation`. Needs a live teacher model.
         chunk_size: tokens per chunk of the fused head+loss; ``None``: full logits.
+        feature_terms: hidden-state terms (:class:`~lightning_kd.FeatureTerm`: e.g. ``FeatureMatchLoss`` between
+            ``model.layers.1`` of the student and ``model.layers.3`` of the teacher, ``connector: true`` for a
+            linear map between widths), on the tokens that have a label only
+            (:class:`~lightning_kd.core.lm.TokenFeatureTerms`); each adds ``weight · mean over those tokens``,
+            normalised over the optimizer step like the token terms. Needs a live teacher.
         vocab_size: compare only the first ``vocab_size`` logit columns; ``None``: the data's tokenizer size.
         optimizer, lr_scheduler, scheduler_interval: as in :class:`CausalLMModule`.
         save_teacher: also keep the teacher's weights in checkpoints.
@@ -103,6 +117,7 @@ class CausalLMDistillation(LanguageModelBase):
         sequence_kd: float = 0.0,
         prompt_len: int = 32,
         generation_temperature: float = 1.0,
+        feature_terms: list[FeatureTerm] | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
@@ -130,8 +145,16 @@ class CausalLMDistillation(LanguageModelBase):
         self.divergence, self.beta, self.skew = divergence, beta, skew
         self.chunk_size, self.vocab_size_arg = chunk_size, vocab_size
         self.loss_vocab_size: int | None = vocab_size
-        self.register_buffer("schedule_values", torch.zeros(2), persistent=False)  # (temperature, alpha)
-        self.alpha, self.temperature = alpha, temperature
+        self.init_knobs(temperature, alpha)
+        self.feature_terms = TokenFeatureTerms(feature_terms or [])
+        if len(self.feature_terms):
+            if not self.teacher.serves_features:
+                raise ValueError(
+                    f"hidden-state terms {[t.name for t in self.feature_terms]} need the teacher's layers, which a "
+                    f"{type(self.teacher).__name__} cannot give (an offline store holds no model to hook); use a "
+                    "live teacher for them, or drop feature_terms."
+                )
+            self.feature_terms.bind(student, self.teacher.networks)
         self._head_checked = chunk_size is None
         self.generation = GenerationMix(on_policy, sequence_kd, prompt_len, generation_temperature)
         if self.generation.active and getattr(self.teacher, "model", None) is None:
@@ -151,31 +174,10 @@ class CausalLMDistillation(LanguageModelBase):
         fp = model_vocab_fingerprint(model) if model is not None else None
         return fp, "its config"
 
-    # -- knobs a callback may turn (TemperatureScheduler, LossWeightScheduler) ------------------------------
     @property
-    def temperature(self) -> float:
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {value}; 1.0 is usual for LMs.")
-        self._temperature = float(value)
-        self.schedule_values[0].fill_(value)
-
-    @property
-    def alpha(self) -> float:
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (weight of the divergence), got {value}.")
-        self._alpha = float(value)
-        self.schedule_values[1].fill_(value)
-
-    def step_extras(self) -> dict[str, Tensor]:
-        return {"temperature": self.schedule_values[0], "alpha": self.schedule_values[1]}
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of every named term: ``ce`` = 1 − α, ``kd`` = α, then each hidden-state term's ``weight``."""
+        return {"ce": 1.0 - self._alpha, "kd": self._alpha, **self.feature_terms.weights}
 
     def lm_network(self) -> nn.Module:
         return self.student
@@ -207,6 +209,9 @@ class CausalLMDistillation(LanguageModelBase):
             eos = getattr(datamodule, "eos_token_id", None)
             self._special_ids = (eos, getattr(datamodule, "pad_token_id", None) or eos or 0)
             self.generation.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            if self.feature_terms.needs_dry_run:
+                batch = self.example_batch("hidden-state terms size their connectors from it")
+                dry_run_feature_terms(self, self.feature_terms, lambda: self._outputs(batch, training=False))
 
     def teardown(self, stage: str) -> None:
         if stage == "fit":
@@ -251,7 +256,8 @@ class CausalLMDistillation(LanguageModelBase):
             model = self.student if source == "student" else self.teacher.model
             batch = self.generation.generate(model, batch, *self._special_ids)
         y = next_token_labels(batch.targets)
-        student, teacher, s_head, t_head = self._outputs(batch, training=True)
+        with self.feature_terms.capturing():
+            student, teacher, s_head, t_head = self._outputs(batch, training=True)
         if s_head is None:
             sums = naive_token_distill_loss(student, teacher, y, **self._options())
         else:
@@ -260,9 +266,15 @@ class CausalLMDistillation(LanguageModelBase):
             )
         ce_weight = 0.0 if source == "student" else 1.0 - self._alpha  # no CE on the student's own samples
         loss_sum = ce_weight * sums.ce_sum + self._alpha * sums.div_sum
-        loss = self.token_mean(loss_sum, sums.num_valid, y.numel())
         n = sums.num_valid.clamp_min(1)
         terms = {"ce": sums.ce_sum.detach() / n, "kd": sums.div_sum.detach() / n}
+        if len(self.feature_terms):  # token means over the valid tokens, made sums like the token terms
+            self.feature_terms.mask = y != IGNORE_INDEX
+            for name, value in self.feature_terms.compute().items():
+                loss_sum = loss_sum + self.feature_terms.weights[name] * value * sums.num_valid
+                terms[name] = value.detach()
+            self.feature_terms.mask = None
+        loss = self.token_mean(loss_sum, sums.num_valid, y.numel())
         self.log_step(loss_sum.detach() / n, terms, batch_idx=batch_idx)
         return loss
 

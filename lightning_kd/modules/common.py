@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
@@ -254,3 +255,19 @@ def resolve_temperature(temperature: float | None, distill_loss: nn.Module | Non
             "set it in one place (leave the module's temperature unset to use the loss's)."
         )
     return float(temperature)
+
+
+def dry_run_feature_terms(
+    module: nn.Module, terms: FeatureTerms, run_forward: Callable[[], Any], index: Tensor | None = None
+) -> None:
+    """Size ``terms``' connectors from one forward pass (``run_forward``) of ``module``'s models, in eval mode and
+    without gradients, so that nothing is learned or recorded (student BN statistics, CRD memory banks); each
+    submodule's own mode is put back after (a user's frozen BN stays frozen)."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            terms.build(run_forward, index)
+    finally:
+        for sub, mode in modes.items():
+            sub.training = mode

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Literal
 
 import torch
@@ -17,10 +16,17 @@ from lightning_kd.core.model_info import resolve_num_classes, run_model
 from lightning_kd.core.teacher import TeacherOutput, as_teacher, output_logits
 from lightning_kd.core.terms import FeatureTerm
 from lightning_kd.losses import KDLoss
-from lightning_kd.modules.common import BaseModule, resolve_temperature, save_plain_hyperparameters, to_channels_last
+from lightning_kd.modules.common import (
+    BaseModule,
+    dry_run_feature_terms,
+    resolve_temperature,
+    save_plain_hyperparameters,
+    to_channels_last,
+)
+from lightning_kd.modules.knobs import DistillKnobs
 
 
-class DistillationModule(BaseModule):
+class DistillationModule(DistillKnobs, BaseModule):
     """Distil a frozen ``teacher`` into a ``student`` (Hinton et al., 2015, arXiv:1503.02531).
 
     Loss, a weighted sum of named terms (each logged as ``train/loss_<name>``)::
@@ -96,14 +102,7 @@ class DistillationModule(BaseModule):
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(
-                f"alpha must be in [0, 1] (weight of the KD term), got {alpha}; set it between 0 (labels only) and 1 "
-                "(teacher only), e.g. alpha=0.9."
-            )
         temperature = resolve_temperature(temperature, distill_loss)
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}; typical values are 1 to 8.")
         self.teacher = as_teacher(teacher, teacher_ckpt, teacher_eval, save_teacher)
         self.student = student
         num_classes = resolve_num_classes(self.teacher.num_classes, student, num_classes)
@@ -123,26 +122,14 @@ class DistillationModule(BaseModule):
                 "teacher for feature terms, or drop them."
             )
         self.feature_terms.bind(student, self.teacher.networks)
-        # device-side copies of the two knobs, for logging without a host-to-device copy per step
-        self.register_buffer("schedule_values", torch.zeros(2), persistent=False)  # (temperature, alpha)
-        self.alpha = alpha
-        self.temperature = temperature
+        self.init_knobs(temperature, alpha)
         self._build_metrics(num_classes)
         self.val_teacher_acc = self.val_acc.clone()
         self.test_teacher_acc = self.test_acc.clone()
         self._records: dict[str, Tensor] = {}
 
-    # -- knobs a callback may turn ------------------------------------------------------------------
-    @property
-    def temperature(self) -> float:
-        return self._temperature  # a Python mirror of the buffer: reading it never syncs with the GPU
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {value}; typical values are 1 to 8.")
-        self._temperature = float(value)
-        self.schedule_values[0].fill_(value)
+    def on_temperature(self, value: float) -> None:
+        """Keep the KD loss's own temperature (a buffer, a float, or its ``set_temperature``) equal to ``T``."""
         loss = self.loss_terms["kd"]
         own = getattr(loss, "temperature", None)
         if callable(getattr(loss, "set_temperature", None)):
@@ -151,17 +138,6 @@ class DistillationModule(BaseModule):
             own.fill_(value)  # in place: no recompile under torch.compile
         elif isinstance(own, (float, int)):
             loss.temperature = float(value)
-
-    @property
-    def alpha(self) -> float:
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {value}; set it between 0 and 1, e.g. 0.9.")
-        self._alpha = float(value)
-        self.schedule_values[1].fill_(value)
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -216,17 +192,12 @@ class DistillationModule(BaseModule):
             self.teacher.release()
 
     def _dry_run(self, batch: Batch) -> None:
-        modes = {m: m.training for m in self.modules()}
-        self.eval()  # student BN statistics, CRD memory banks: the dry run changes nothing
-        try:
-            with torch.no_grad():
-                self.feature_terms.build(
-                    lambda: (self.forward_student(batch.inputs), self.forward_teacher(batch, training=False)),
-                    batch.index,
-                )
-        finally:
-            for module, mode in modes.items():  # per submodule: a user's frozen BN stays frozen
-                module.training = mode
+        dry_run_feature_terms(
+            self,
+            self.feature_terms,
+            lambda: (self.forward_student(batch.inputs), self.forward_teacher(batch, training=False)),
+            batch.index,
+        )
 
     # -- loss ---------------------------------------------------------------------------------------
     def compute_losses(self, student_logits: Tensor, teacher: TeacherOutput, batch: Batch) -> dict[str, Tensor]:
@@ -272,10 +243,6 @@ class DistillationModule(BaseModule):
         """Log the step's loss, its named terms, what was recorded, the temperature and α (device-side, at
         logging steps only: :meth:`log_step`)."""
         self.log_step(loss, terms, self._records, step, batch_idx)
-
-    def step_extras(self) -> dict[str, Tensor]:
-        """Temperature and α, logged beside the terms (from a device buffer: no host-to-device copy)."""
-        return {"temperature": self.schedule_values[0], "alpha": self.schedule_values[1]}
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         student_logits = self.forward_student(batch.inputs)
