@@ -96,6 +96,14 @@ def _keep_batch(batch: Any) -> Any:
     return batch
 
 
+def spread_rows(rows: np.ndarray, keep: int) -> np.ndarray:
+    """``keep`` of the packed ``rows``, evenly spaced from the first to the last (all of them when ``keep`` is not
+    smaller): a deterministic subset that samples the whole corpus, not its first files."""
+    if keep >= len(rows):
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, keep).round().astype(np.int64)]
+
+
 class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
     """A corpus as one token stream cut into equal sequences: causal-LM pre-training data, no padding.
 
@@ -121,7 +129,9 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         seed: seed of the training batch order (the split does not depend on it). Under a distributed strategy
             Lightning swaps in its own sampler, which orders by the ``seed_everything`` seed instead.
         num_workers: DataLoader workers.
-        max_train_tokens: keep only the first this many training tokens (quick runs); ``None``: all.
+        max_train_tokens: keep only this many training tokens (quick runs), as whole sequences spread evenly over
+            the training stream, so every part of the corpus is seen (a prefix would be the alphabetically first
+            files only); ``None``: all.
         min_frequency: minimum count of a pair for a BPE merge.
         with_indices: training batches also carry ``"index"``, each sequence's row in the training split (the key
             of an offline teacher store, :class:`~lightning_kd.cache.CachedLMTeacher`).
@@ -209,8 +219,6 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
             return
         for name, corpus in (("train", self.train_corpus), ("val", self.val_corpus)):
             stream = self.token_stream(corpus)
-            if name == "train" and self.max_train_tokens is not None:
-                stream = stream[: self.max_train_tokens]
             n = len(stream) // self.seq_len
             if n == 0:
                 raise ValueError(
@@ -218,6 +226,9 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
                     f"seq_len={self.seq_len}: lower seq_len, or add text (or raise val_fraction for val)."
                 )
             rows = stream[: n * self.seq_len].reshape(n, self.seq_len)
+            if name == "train" and self.max_train_tokens is not None:
+                rows = spread_rows(rows, self.max_train_tokens // self.seq_len)
+                n, stream = len(rows), rows.reshape(-1)
             self.splits[name] = PackedSequences(rows, with_indices=self.with_indices and name == "train")
             self.stats.update({f"{name}_files": len(corpus.files), f"{name}_chars": corpus.num_chars})
             self.stats.update({f"{name}_tokens": len(stream), f"{name}_sequences": n})
