@@ -61,7 +61,8 @@ def test_rebuilt_distribution_keeps_the_top_k_and_spreads_the_rest():
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
-def test_k_equal_v_trains_exactly_like_the_live_teacher(tmp_path, divergence):
+@pytest.mark.parametrize("tail", ["bucket", "uniform"])
+def test_k_equal_v_trains_exactly_like_the_live_teacher(tmp_path, divergence, tail):
     dm = make_dm(tmp_path)
     dm.setup()
     teacher = tiny(1)
@@ -70,7 +71,8 @@ def test_k_equal_v_trains_exactly_like_the_live_teacher(tmp_path, divergence):
     common = dict(student=tiny(2), chunk_size=None, temperature=2.0, alpha=0.5, divergence=divergence, optimizer=sgd)
     live = CausalLMDistillation(teacher=tiny(1), **common)
     common["student"] = tiny(2)
-    cached = CausalLMDistillation(teacher=CachedLMTeacher(str(tmp_path / "store"), model=tiny(1)), **common)
+    cached_teacher = CachedLMTeacher(str(tmp_path / "store"), model=tiny(1), tail=tail)
+    cached = CausalLMDistillation(teacher=cached_teacher, **common)
     fit(live, dm, tmp_path / "a")
     fit(cached, make_dm(tmp_path), tmp_path / "b")
     moved = [not torch.equal(a, b) for a, b in zip(live.student.parameters(), tiny(2).parameters())]

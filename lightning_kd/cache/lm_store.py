@@ -13,12 +13,12 @@ teacher's weights fingerprint, the tokenizer's vocabulary fingerprint and the tr
 recorded and checked when the store is used, so a store built for another teacher, tokenizer or data is refused
 naming what differs.
 
-**The tail.** The ``V − k`` tokens outside the top ``k`` share the remaining probability mass
-``r = 1 − Σ_topk p`` uniformly (:func:`decode_lm_topk`). The rebuilt distribution has exactly the teacher's
-top-``k`` probabilities (to fp16 precision) and the right total mass outside them; what is lost is how the
-teacher ranks the tail. With ``k = V`` nothing is lost: the loss equals the live teacher's (tested). The
-temperature is fixed at build time: a run at another temperature is refused (softening a truncated
-distribution is not the truncated softened one).
+**The tail.** The store says nothing about the ``V − k`` tokens outside the top ``k`` but their total mass
+``r = 1 − Σ_topk p``. Training compares the student with it over ``k + 1`` buckets (the stored tokens and "the
+rest"), or over the full vocabulary after spreading ``r`` uniformly (:func:`decode_lm_topk`): the
+``CachedLMTeacher``'s ``tail`` (:mod:`lightning_kd.losses.token.sparse`). With ``k = V`` both are the live
+teacher's loss (tested). The temperature is fixed at build time: a run at another temperature is refused
+(softening a truncated distribution is not the truncated softened one).
 """
 
 from __future__ import annotations

@@ -15,12 +15,18 @@ import argparse
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from lightning_kd.cache.lm_store import LMTeacherStore, StoreDtype, tokens_fingerprint, topk_logprobs
+from lightning_kd.cache.lm_store import (
+    LMTeacherStore,
+    StoreDtype,
+    decode_lm_topk,
+    tokens_fingerprint,
+    topk_logprobs,
+)
 from lightning_kd.core.lm import CausalLMTeacher
 from lightning_kd.core.teacher import TeacherBase, TeacherOutput, output_logits, weights_fingerprint
 
@@ -49,10 +55,23 @@ class CachedLMTeacher(TeacherBase):
         model: the teacher network (optional): checked against the store's fingerprint, run at validation/test
             (``val/teacher_*``, ``val/kd``). Without it no teacher metric is logged.
         ckpt: weights for ``model``.
+        tail: how the student is compared with a teacher known through its top ``k`` only: ``bucket`` (the
+            divergence over the ``k`` stored tokens plus one "anything else" bucket; the default) or ``uniform``
+            (the rest of the mass spread evenly over the other tokens, a full-vocabulary divergence); see
+            :mod:`lightning_kd.losses.token.sparse`. Both equal the live teacher at ``k = V``.
     """
 
-    def __init__(self, path: str, model: nn.Module | None = None, ckpt: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        model: nn.Module | None = None,
+        ckpt: str | None = None,
+        tail: Literal["bucket", "uniform"] = "bucket",
+    ) -> None:
         super().__init__()
+        if tail not in ("bucket", "uniform"):
+            raise ValueError(f"CachedLMTeacher: tail must be 'bucket' or 'uniform', got {tail!r}.")
+        self.tail = tail
         if ckpt is not None and model is None:
             raise ValueError(f"CachedLMTeacher got ckpt={str(ckpt)!r} but no model to load it into; give `model` too.")
         self.path = os.fspath(path)
@@ -88,6 +107,15 @@ class CachedLMTeacher(TeacherBase):
         stored = self.store.meta["temperature"] if self.store is not None else None
         if stored is not None and abs(stored - temperature) > 1e-9:
             self.store.check({"temperature": float(temperature)}, against="this run")
+
+    def targets(self, out: TeacherOutput, temperature: float) -> Tensor | tuple[Tensor, Tensor]:
+        """What the loss compares the student with, from a training-time answer: ``(top-k log-probs, ids)`` for
+        ``tail="bucket"``; for ``"uniform"`` full logits, the rebuilt log-probabilities times ``T`` (so that the
+        loss's softening by ``T`` gives back the stored distribution)."""
+        self.check_temperature(temperature)
+        if self.tail == "bucket":
+            return out.topk_logprobs, out.topk_ids
+        return temperature * decode_lm_topk(out.topk_logprobs, out.topk_ids, self.store.meta["vocab_size"])
 
     def release(self) -> None:
         self.store = None

@@ -12,7 +12,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_kd.cache.lm_store import decode_lm_topk
 from lightning_kd.cache.lm_teacher import CachedLMTeacher
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.lm import (
@@ -29,6 +28,7 @@ from lightning_kd.losses.token import (
     chunked_token_distill_loss,
     naive_token_distill_loss,
     token_eval_sums,
+    topk_bucket_distill_loss,
 )
 from lightning_kd.losses.token.divergences import check_token_options
 from lightning_kd.models.language import model_vocab_fingerprint
@@ -229,16 +229,11 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
         hidden = final_hidden(self.student, batch.inputs)
         return hidden, self.teacher(batch.inputs).hidden, lm_head(self.student, "student"), self.teacher.head()
 
-    def _teacher_logits(self, batch: Batch, training: bool) -> Tensor | None:
-        """The teacher's logits; an offline top-k teacher's are rebuilt (its tail spread uniformly) and scaled by
-        T, so that the loss's softening by T gives back the stored distribution."""
+    def _teacher_logits(self, batch: Batch, training: bool) -> Tensor | tuple[Tensor, Tensor] | None:
+        """The teacher's logits; from an offline top-k teacher, what its ``tail`` compares with (see
+        :meth:`~lightning_kd.cache.lm_teacher.CachedLMTeacher.targets`)."""
         out = self.teacher(batch.inputs, index=batch.index if training else None)
-        if out.topk_ids is None:
-            return out.logits
-        self.teacher.check_temperature(self._temperature)
-        return self._temperature * decode_lm_topk(
-            out.topk_logprobs, out.topk_ids, self.teacher.store.meta["vocab_size"]
-        )
+        return out.logits if out.topk_ids is None else self.teacher.targets(out, self._temperature)
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -258,7 +253,9 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
         y = next_token_labels(batch.targets)
         with self.feature_terms.capturing():
             student, teacher, s_head, t_head = self._outputs(batch, training=True)
-        if s_head is None:
+        if isinstance(teacher, tuple):  # an offline top-k teacher, compared over k + 1 buckets
+            sums = topk_bucket_distill_loss(student, *teacher, y, **self._options())
+        elif s_head is None:
             sums = naive_token_distill_loss(student, teacher, y, **self._options())
         else:
             sums = chunked_token_distill_loss(

@@ -17,6 +17,7 @@ from lightning_kd.losses.token.functional import (
     total_variation,
 )
 from lightning_kd.losses.token.modules import ChunkedTokenDistillLoss, TokenDivergenceLoss
+from lightning_kd.losses.token.sparse import topk_bucket_distill_loss, topk_bucket_logprobs
 
 __all__ = [
     "TOKEN_DIVERGENCES",
@@ -34,5 +35,7 @@ __all__ = [
     "skew_reverse_kl",
     "token_divergence",
     "token_eval_sums",
+    "topk_bucket_distill_loss",
+    "topk_bucket_logprobs",
     "total_variation",
 ]

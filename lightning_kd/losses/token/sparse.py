@@ -1,0 +1,113 @@
+"""Token distillation from a teacher's top-``k`` only: both distributions seen through the same ``k + 1`` buckets.
+
+An offline teacher store keeps, per token, the ``k`` most likely next tokens and their log-probabilities
+(:mod:`lightning_kd.cache.lm_store`); the teacher's mass outside them, ``r_T = 1 − Σ_topk p_T``, is known only in
+total. Two ways to compare the student with that:
+
+- ``uniform``: rebuild a full distribution by spreading ``r_T`` evenly over the ``V − k`` other tokens
+  (:func:`~lightning_kd.cache.lm_store.decode_lm_topk`) and take the divergence over all ``V`` tokens. It asserts
+  something the teacher never said — that its tail is flat — and pulls the student's tail towards it: on the CPU
+  protocol at ``k = 32`` of 4096 it lost most of live KD's gain (``docs/results.md``).
+- ``bucket`` (this module): the divergence between the two *coarse-grained* distributions over the ``k`` stored
+  tokens plus one bucket "anything else", the student's bucket holding ``r_S = 1 − Σ_topk p_S`` (a log-sum-exp
+  over the other logits, exact and differentiable). Everything in it is what the teacher said; how the student
+  shares its tail mass is left free. Every divergence of :data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES`
+  applies unchanged to the ``k + 1`` buckets (a coarse-graining, so by the data-processing inequality the value is
+  at most the full divergence). With ``k = V`` there is no tail and it is the full divergence.
+
+The third common choice, renormalising over the top ``k`` (dropping the tail), asserts the opposite of
+``uniform``: that the tail is empty. Pure torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_kd.losses.token.chunked import TokenDistillSums, naive_token_distill_loss
+
+_FLOOR = -27.631021  # log(1e-12): an empty bucket gets this, so 0·log 0 stays finite
+
+
+def topk_bucket_logprobs(
+    student_logits: Tensor, topk_logprobs: Tensor, topk_ids: Tensor, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Student and teacher log-probabilities over the teacher's top-``k`` tokens plus one tail bucket.
+
+    Args:
+        student_logits: ``(..., V)`` raw logits over the vocabulary the store was built for.
+        topk_logprobs: ``(..., k)`` the teacher's ``log_softmax(z / T)`` at its top ``k`` tokens (any float dtype).
+        topk_ids: ``(..., k)`` their token ids.
+        temperature: the ``T`` both distributions are softened by (the store's).
+
+    Returns:
+        ``(student, teacher)``, each ``(..., k + 1)`` fp32 log-probabilities (the last column the tail; no tail
+        column when ``k = V``). Gradients flow into ``student`` only.
+
+    Example:
+        >>> s = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
+        >>> t_lp, t_ids = torch.log(torch.tensor([[0.6, 0.3]])), torch.tensor([[1, 0]])
+        >>> ls, lt = topk_bucket_logprobs(s, t_lp, t_ids)
+        >>> ls.exp().tolist(), [round(x, 4) for x in lt.exp()[0].tolist()]
+        ([[0.25, 0.5, 0.25]], [0.6, 0.3, 0.1])
+    """
+    if topk_ids.shape != topk_logprobs.shape or topk_ids.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(
+            f"topk_bucket_logprobs: student logits {tuple(student_logits.shape)}, teacher top-k log-probs "
+            f"{tuple(topk_logprobs.shape)} and ids {tuple(topk_ids.shape)} must share their leading dimensions."
+        )
+    vocab, k = student_logits.shape[-1], topk_ids.shape[-1]
+    if k > vocab:
+        raise ValueError(f"the teacher keeps k={k} tokens but the student's logits have only {vocab} columns.")
+    ids = topk_ids.long()
+    log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    kept_s = log_s.gather(-1, ids)
+    t = topk_logprobs.float()
+    if k == vocab:
+        return kept_s, t
+    tail_s = log_s.scatter(-1, ids, float("-inf")).logsumexp(-1, keepdim=True).clamp_min(_FLOOR)
+    tail_t = torch.log((1.0 - t.exp().sum(-1, keepdim=True)).clamp_min(1e-12))
+    return torch.cat([kept_s, tail_s], -1), torch.cat([t, tail_t], -1)
+
+
+def topk_bucket_distill_loss(
+    student_logits: Tensor,
+    topk_logprobs: Tensor,
+    topk_ids: Tensor,
+    labels: Tensor,
+    *,
+    kind: str = "forward_kl",
+    beta: float = 0.5,
+    skew: float = 0.1,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    ce: bool = True,
+    ignore_index: int = -100,
+) -> TokenDistillSums:
+    """The sums of :func:`~lightning_kd.losses.token.naive_token_distill_loss` against a top-``k`` teacher: the
+    ``kind`` divergence between the ``k + 1``-bucket distributions (:func:`topk_bucket_logprobs`, ``T²``
+    applied), and the student's next-token cross-entropy over its full head.
+
+    Args:
+        student_logits: ``(..., V)``, already shifted (row ``i`` predicts ``labels[i]``).
+        topk_logprobs, topk_ids: ``(..., k)``, the teacher's top ``k`` at temperature ``temperature``.
+        labels: ``(...)`` next-token ids; ``ignore_index`` rows add nothing.
+        kind, beta, skew: the divergence (:data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES`).
+        temperature: the store's ``T``.
+        vocab_size: the columns the store's ids index (a padded student head is cut to them); ``None``: all.
+        ce: also return the cross-entropy sum.
+        ignore_index: label of rows without a target.
+    """
+    scored = student_logits if vocab_size is None else student_logits[..., :vocab_size]
+    log_s, log_t = topk_bucket_logprobs(scored, topk_logprobs, topk_ids, temperature)
+    # log-probabilities times T are logits whose softening by T gives back exactly these distributions
+    sums = naive_token_distill_loss(
+        log_s * temperature, log_t * temperature, labels, kind=kind, beta=beta, skew=skew,
+        temperature=temperature, ce=False, ignore_index=ignore_index,
+    )  # fmt: skip
+    if not ce:
+        return sums
+    rows = student_logits.reshape(-1, student_logits.shape[-1]).float()
+    ce_sum = F.cross_entropy(rows, labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
+    return TokenDistillSums(ce_sum, sums.div_sum, sums.num_valid)
