@@ -91,3 +91,16 @@ def test_a_padded_student_head_is_cut_to_the_store_vocabulary_and_shapes_are_che
         topk_bucket_logprobs(s, lp[:2], ids[:2])
     with pytest.raises(ValueError, match=r"keeps k=3 tokens but the student's logits have only 2 columns"):
         topk_bucket_logprobs(s[:, :2], lp, ids)
+
+
+def test_a_student_with_all_its_mass_in_the_top_k_gets_finite_gradients():
+    """A confident student (its tail mass rounds to 0 in fp32) must not turn the tail bucket into 0 · inf."""
+    s = torch.full((2, 50), -60.0)
+    s[:, 3] = 60.0
+    s.requires_grad_(True)
+    lp, ids = _teacher_topk(torch.randn(2, 50), 8, 1.0)
+    ids[:, 0] = 3  # the student's only token is among the teacher's top k
+    for kind in TOKEN_DIVERGENCES:
+        sums = topk_bucket_distill_loss(s, lp, ids, torch.tensor([3, 3]), kind=kind)
+        (grad,) = torch.autograd.grad(sums.div_sum + sums.ce_sum, s)
+        assert torch.isfinite(sums.div_sum) and torch.isfinite(grad).all(), kind

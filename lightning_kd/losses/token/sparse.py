@@ -10,7 +10,7 @@ total. Two ways to compare the student with that:
   protocol at ``k = 32`` of 4096 it lost most of live KD's gain (``docs/results.md``).
 - ``bucket`` (this module): the divergence between the two *coarse-grained* distributions over the ``k`` stored
   tokens plus one bucket "anything else", the student's bucket holding ``r_S = 1 − Σ_topk p_S`` (a log-sum-exp
-  over the other logits, exact and differentiable). Everything in it is what the teacher said; how the student
+  from the kept mass, differentiable). Everything in it is what the teacher said; how the student
   shares its tail mass is left free. Every divergence of :data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES`
   applies unchanged to the ``k + 1`` buckets (a coarse-graining, so by the data-processing inequality the value is
   at most the full divergence). With ``k = V`` there is no tail and it is the full divergence.
@@ -26,8 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_kd.losses.token.chunked import TokenDistillSums, naive_token_distill_loss
-
-_FLOOR = -27.631021  # log(1e-12): an empty bucket gets this, so 0·log 0 stays finite
 
 
 def topk_bucket_logprobs(
@@ -66,7 +64,9 @@ def topk_bucket_logprobs(
     t = topk_logprobs.float()
     if k == vocab:
         return kept_s, t
-    tail_s = log_s.scatter(-1, ids, float("-inf")).logsumexp(-1, keepdim=True).clamp_min(_FLOOR)
+    # r_S = 1 − Σ_topk p_S from the kept mass (expm1: accurate while r_S is small), no second (…, V) tensor
+    kept_mass = kept_s.logsumexp(-1, keepdim=True).clamp_max(0.0)
+    tail_s = torch.log((-torch.expm1(kept_mass)).clamp_min(1e-12))  # floored before the log: no 0 · inf gradient
     tail_t = torch.log((1.0 - t.exp().sum(-1, keepdim=True)).clamp_min(1e-12))
     return torch.cat([kept_s, tail_s], -1), torch.cat([t, tail_t], -1)
 
