@@ -35,8 +35,11 @@ RECIPES = _recipes()
 NEEDS_DOWNLOAD = ("cifar",)
 
 
-def _merged(recipe: tuple[str, str]) -> dict:
-    return _deep_merge(*(yaml.safe_load((REPO / f).read_text()) for f in recipe))
+def _merged(recipe: tuple[str, ...]) -> dict:
+    merged: dict = {}
+    for f in recipe:  # later files override earlier ones, as --config does
+        merged = _deep_merge(merged, yaml.safe_load((REPO / f).read_text()))
+    return merged
 
 
 def _accepted(class_path: str) -> set[str]:
