@@ -28,6 +28,19 @@ from torch import Tensor
 from lightning_kd.losses.token.chunked import TokenDistillSums, naive_token_distill_loss
 
 
+def _check_shapes(student_logits: Tensor, topk_logprobs: Tensor, topk_ids: Tensor) -> None:
+    if topk_ids.shape != topk_logprobs.shape or topk_ids.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(
+            f"topk_bucket_logprobs: student logits {tuple(student_logits.shape)}, teacher top-k log-probs "
+            f"{tuple(topk_logprobs.shape)} and ids {tuple(topk_ids.shape)} must share their leading dimensions."
+        )
+    if topk_ids.shape[-1] > student_logits.shape[-1]:
+        raise ValueError(
+            f"the teacher keeps k={topk_ids.shape[-1]} tokens but the student's logits have only "
+            f"{student_logits.shape[-1]} columns."
+        )
+
+
 def topk_bucket_logprobs(
     student_logits: Tensor, topk_logprobs: Tensor, topk_ids: Tensor, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor]:
@@ -50,19 +63,15 @@ def topk_bucket_logprobs(
         >>> ls.exp().tolist(), [round(x, 4) for x in lt.exp()[0].tolist()]
         ([[0.25, 0.5, 0.25]], [0.6, 0.3, 0.1])
     """
-    if topk_ids.shape != topk_logprobs.shape or topk_ids.shape[:-1] != student_logits.shape[:-1]:
-        raise ValueError(
-            f"topk_bucket_logprobs: student logits {tuple(student_logits.shape)}, teacher top-k log-probs "
-            f"{tuple(topk_logprobs.shape)} and ids {tuple(topk_ids.shape)} must share their leading dimensions."
-        )
-    vocab, k = student_logits.shape[-1], topk_ids.shape[-1]
-    if k > vocab:
-        raise ValueError(f"the teacher keeps k={k} tokens but the student's logits have only {vocab} columns.")
-    ids = topk_ids.long()
-    log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    kept_s = log_s.gather(-1, ids)
+    _check_shapes(student_logits, topk_logprobs, topk_ids)
+    return _buckets(torch.log_softmax(student_logits.float() / temperature, dim=-1), topk_logprobs, topk_ids)
+
+
+def _buckets(log_s: Tensor, topk_logprobs: Tensor, topk_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`topk_bucket_logprobs` from the student's full log-probabilities ``log_s`` (already softened)."""
+    kept_s = log_s.gather(-1, topk_ids.long())
     t = topk_logprobs.float()
-    if k == vocab:
+    if topk_ids.shape[-1] == log_s.shape[-1]:
         return kept_s, t
     # r_S = 1 − Σ_topk p_S from the kept mass (expm1: accurate while r_S is small), no second (…, V) tensor
     kept_mass = kept_s.logsumexp(-1, keepdim=True).clamp_max(0.0)
@@ -100,7 +109,9 @@ def topk_bucket_distill_loss(
         ignore_index: label of rows without a target.
     """
     scored = student_logits if vocab_size is None else student_logits[..., :vocab_size]
-    log_s, log_t = topk_bucket_logprobs(scored, topk_logprobs, topk_ids, temperature)
+    _check_shapes(scored, topk_logprobs, topk_ids)
+    log_full = torch.log_softmax(scored.float() / temperature, dim=-1)  # once: buckets, and the CE when T = 1
+    log_s, log_t = _buckets(log_full, topk_logprobs, topk_ids)
     # log-probabilities times T are logits whose softening by T gives back exactly these distributions
     sums = naive_token_distill_loss(
         log_s * temperature, log_t * temperature, labels, kind=kind, beta=beta, skew=skew,
@@ -108,6 +119,10 @@ def topk_bucket_distill_loss(
     )  # fmt: skip
     if not ce:
         return sums
-    rows = student_logits.reshape(-1, student_logits.shape[-1]).float()
-    ce_sum = F.cross_entropy(rows, labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
+    y = labels.reshape(-1)
+    if temperature == 1.0 and scored.shape[-1] == student_logits.shape[-1]:
+        ce_sum = F.nll_loss(log_full.reshape(-1, log_full.shape[-1]), y, ignore_index=ignore_index, reduction="sum")
+    else:
+        rows = student_logits.reshape(-1, student_logits.shape[-1]).float()
+        ce_sum = F.cross_entropy(rows, y, ignore_index=ignore_index, reduction="sum")
     return TokenDistillSums(ce_sum, sums.div_sum, sums.num_valid)
