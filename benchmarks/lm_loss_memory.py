@@ -91,13 +91,13 @@ def _inputs(vocab: int, tokens: int, hidden: int, device: torch.device, dtype: t
 def _loss(method: str, x: dict, chunk: int, kind: str) -> tuple[torch.Tensor, dict]:
     if method == "chunked":
         sums = chunked_token_distill_loss(
-            x["h_s"], x["w_s"], None, x["h_t"], x["w_t"], None, x["labels"], kind=kind, chunk_size=chunk
+            x["h_s"], x["w_s"], None, x["h_t"], x["w_t"], None, x["labels"], divergence=kind, chunk_size=chunk
         )
     else:
         student_logits = x["h_s"] @ x["w_s"].T  # (N, V)
         with torch.no_grad():
             teacher_logits = x["h_t"] @ x["w_t"].T  # (N, V)
-        sums = naive_token_distill_loss(student_logits, teacher_logits, x["labels"], kind=kind)
+        sums = naive_token_distill_loss(student_logits, teacher_logits, x["labels"], divergence=kind)
     loss = (sums.ce_sum + sums.div_sum) / sums.num_valid
     figures = {"ce_sum": sums.ce_sum.item(), "div_sum": sums.div_sum.item(), "num_valid": sums.num_valid.item()}
     return loss, figures

@@ -23,7 +23,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from lightning_kd.cache.lm_teacher import CachedLMTeacher, build_lm_store
+from lightning_kd.cache.lm_build import build_lm_store
+from lightning_kd.cache.lm_teacher import CachedLMTeacher
 from lightning_kd.models.language import llama_lm
 from lightning_kd.modules.causal_lm import CausalLMDistillation
 

@@ -20,20 +20,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 # public name -> module that defines it
 _EXPORTS = {
     "AdversarialDistillation": "lightning_kd.modules.adversarial",
     "CachedLMTeacher": "lightning_kd.cache.lm_teacher",
     "CachedTeacher": "lightning_kd.cache.teacher",
-    "CachedTeacherDistillation": "lightning_kd.cache.teacher",
     "CausalLMDistillation": "lightning_kd.modules.causal_lm",
     "CausalLMModule": "lightning_kd.modules.causal_lm",
     "CausalLMTeacher": "lightning_kd.core.lm",
     "ClassificationModule": "lightning_kd.modules.classification",
     "DistillationModule": "lightning_kd.modules.distillation",
-    "FeatureTerm": "lightning_kd.core.terms",
+    "FeatureTerm": "lightning_kd.core.feature_term",
     "FeatureTerms": "lightning_kd.core.feature_terms",
     "KDLoss": "lightning_kd.losses.logit.kd",
     "MultiTeacherDistillation": "lightning_kd.modules.multi_teacher",

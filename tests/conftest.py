@@ -1,8 +1,7 @@
-"""Shared fixtures: tiny models on digits, a quiet Trainer factory."""
+"""Shared fixtures: the digits data module, a quiet Trainer factory, the Fashion-MNIST folder (or a skip)."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -11,21 +10,10 @@ import pytest
 import torch
 
 from lightning_kd.data import DigitsDataModule
-from lightning_kd.models import MLP, SmallCNN
-
-REPO = Path(__file__).resolve().parents[1]
-FMNIST_DIR = os.environ.get("LIGHTNING_KD_FASHION_MNIST") or str(REPO.parent / "shared" / "data" / "fashion-mnist")
+from tests.helpers import FMNIST_DIR
 
 torch.set_num_threads(2)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
-def make_teacher() -> torch.nn.Module:
-    return SmallCNN(1, 10, widths=(8, 16, 32))
-
-
-def make_student() -> torch.nn.Module:
-    return MLP(64, 10, hidden=(16,))
 
 
 @pytest.fixture
@@ -56,31 +44,3 @@ def fmnist_dir() -> str:
     if not Path(FMNIST_DIR, "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST files not found in {FMNIST_DIR} (set LIGHTNING_KD_FASHION_MNIST)")
     return FMNIST_DIR
-
-
-class MemoryLogger(L.pytorch.loggers.Logger):
-    """Keeps every ``log_metrics`` row in memory: ``rows`` is a list of ``(step, metrics)``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, dict]] = []
-
-    @property
-    def name(self) -> str:
-        return "memory"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        self.rows.append((step, dict(metrics)))
-
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    def keys(self) -> set[str]:
-        return {k for _, row in self.rows for k in row}
-
-    def last(self, key: str) -> float:
-        return next(row[key] for _, row in reversed(self.rows) if key in row)

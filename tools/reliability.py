@@ -9,7 +9,7 @@ Usage::
 
 Every fault runs in-process in its own temporary folder (under a minute in all on 2 CPU cores). The catalogue is
 ``tools/faults/``; how an entry is run and judged (``names_problem``, ``names_fix``, user files intact) is in
-``tools/faults/harness.py``. ``tests/test_faults.py`` runs the same catalogue as tests.
+``tools/faults/harness.py``. ``tests/tools/test_fault_catalogue.py`` runs the same catalogue as tests.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def report(records: Sequence[Record], command: str = COMMAND) -> str:
         "## Known gaps",
         "",
         "What the catalogue records as not yet good enough (each entry's `gap=`). An entry marked `known_bad` (silent "
-        "today, or a guard that does not hold) is an expected failure in `tests/test_faults.py` until it is fixed.",
+        "today, or a guard that does not hold) is an expected failure in `tests/tools/test_fault_catalogue.py` until "
+        "it is fixed.",
         "",
     ]
     lines += [f"- `{r.fault.id}`: {r.fault.gap}" for r in records if r.fault.gap] or ["None recorded."]

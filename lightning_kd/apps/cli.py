@@ -7,7 +7,7 @@ our defaults, plus lightning-kd's own tools dispatched before it (``lightning-kd
 - ``omegaconf+`` parser mode: ``${...}`` interpolation resolves after every ``--config`` and command-line
   argument is merged, so a base recipe can refer to what a method fragment sets (absolute key paths);
 - the module's ``class_path`` config is stored in its hyper-parameters, so ``load_from_checkpoint(path)``
-  rebuilds teacher and student with no arguments (LIGHTNING.md #9);
+  rebuilds teacher and student with no arguments (Lightning PR #18105);
 - ``--ckpt_path`` never silently replaces the config: the config wins, each difference from the checkpoint is
   said, and a checkpoint of another module class or other models is refused;
 - ``test``/``validate``/``predict`` on a checkpoint log beside it (``<its folder>/<subcommand>/``) and ``predict``
@@ -39,8 +39,8 @@ from lightning_kd.core.weights import read_run_checkpoint
 
 # `lightning-kd <tool> ...`: the tools that are not Trainer methods; imported only when asked for
 TOOLS: dict[str, tuple[str, str]] = {
-    "cache": ("lightning_kd.cache.build", "build an offline teacher cache for a recipe"),
-    "cache-lm": ("lightning_kd.cache.lm_teacher", "store a causal-LM teacher's top-k log-probabilities per token"),
+    "cache": ("lightning_kd.apps.cache", "build an offline teacher cache for a recipe"),
+    "cache-lm": ("lightning_kd.apps.cache_lm", "store a causal-LM teacher's top-k log-probabilities per token"),
     "pipeline": ("lightning_kd.apps.pipeline", "run a multi-stage pipeline (teacher -> assistant -> student, ...)"),
     "quickstart": ("lightning_kd.apps.quickstart", "the digits demo: teacher, student alone, student with KD"),
     "quickstart-lm": ("lightning_kd.apps.lm_quickstart", "the LM demo: teacher, student alone, student with KD"),

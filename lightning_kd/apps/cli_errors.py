@@ -71,6 +71,8 @@ def _unknown_argument(text: str) -> str | None:
     choices = _init_args(class_path)
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else (f"; its arguments: {', '.join(choices)}." if choices else ".")
+    if name == "temperature" and not close:  # a loss module: T is the distillation module's, passed every call
+        hint += " The temperature is the distillation module's own setting: set model.init_args.temperature once."
     return f"{class_path.rsplit('.', 1)[-1]} has no argument {name!r}{hint}"
 
 

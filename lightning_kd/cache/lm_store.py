@@ -15,7 +15,8 @@ naming what differs.
 
 **The tail.** The store says nothing about the ``V − k`` tokens outside the top ``k`` but their total mass
 ``r = 1 − Σ_topk p``. Training compares the student with it over ``k + 1`` buckets (the stored tokens and "the
-rest"), or over the full vocabulary after spreading ``r`` uniformly (:func:`decode_lm_topk`): the
+rest"), or over the full vocabulary after spreading ``r`` uniformly
+(:func:`~lightning_kd.losses.token.decode_lm_topk`): the
 ``CachedLMTeacher``'s ``tail`` (:mod:`lightning_kd.losses.token.sparse`). With ``k = V`` both are the live
 teacher's loss (tested). The temperature is fixed at build time: a run at another temperature is refused
 (softening a truncated distribution is not the truncated softened one).
@@ -60,27 +61,6 @@ def topk_logprobs(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Ten
         raise ValueError(f"k must be in [1, vocab size {v}], got {k}.")
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return logp.topk(k, dim=-1)
-
-
-def decode_lm_topk(logprobs: Tensor, ids: Tensor, vocab_size: int) -> Tensor:
-    """Log-probabilities ``(..., V)`` rebuilt from the top ``k``: exact at ``ids``, the remaining mass
-    ``r = 1 − Σ exp(logprobs)`` spread uniformly over the other ``V − k`` tokens (``k = V``: exact everywhere).
-
-    ``softmax`` of the result is the rebuilt distribution (the values are log-probabilities up to fp16 rounding,
-    so they need not sum to exactly 1: use them as logits)."""
-    logprobs = logprobs.float()
-    k = ids.shape[-1]
-    if k > vocab_size:
-        raise ValueError(f"the store keeps k={k} tokens but the vocabulary has {vocab_size}.")
-    if k == vocab_size:
-        out = torch.empty(*ids.shape[:-1], vocab_size, dtype=torch.float32, device=logprobs.device)
-        return out.scatter_(-1, ids.long(), logprobs)
-    kept = logprobs.exp().sum(-1, keepdim=True)
-    # the tail's total mass; floored so a top-k holding (numerically) all the mass gives a finite, tiny tail
-    rest = (1.0 - kept).clamp_min(1e-12)
-    fill = torch.log(rest / (vocab_size - k))
-    out = fill.expand(*ids.shape[:-1], vocab_size).contiguous()
-    return out.scatter_(-1, ids.long(), logprobs)
 
 
 def tokens_fingerprint(ids: np.ndarray) -> str:

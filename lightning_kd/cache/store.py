@@ -56,13 +56,9 @@ from lightning_kd.cache.checks import (
     refuse_replacing,
 )
 from lightning_kd.cache.topk import decode_topk, encode_topk
-from lightning_kd.core.teacher import weights_fingerprint
 
 Storage = Literal["fp16", "fp32", "topk"]
 _FILES = ("meta.json", "logits.npy", "topk_values.npy", "topk_indices.npy")
-
-
-teacher_fingerprint = weights_fingerprint  # the name 0.1.0 used
 
 
 def dataset_fingerprint(images: Tensor, labels: Tensor, rows: int = 16) -> str:

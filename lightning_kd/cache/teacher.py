@@ -20,11 +20,11 @@ It answers the same call as a live :class:`~lightning_kd.Teacher`, so any distil
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from torch import Tensor, nn
 
+from lightning_kd.cache.keys import check_replayable, datamodule_key
 from lightning_kd.cache.store import TeacherCache
 from lightning_kd.core.teacher import Teacher, TeacherBase, TeacherOutput, weights_fingerprint
 
@@ -84,8 +84,6 @@ class CachedTeacher(TeacherBase):
             FileNotFoundError: no (finished) cache at ``path``.
             ValueError: the data module is not replayable or the cache was built for something else.
         """
-        from lightning_kd.cache.build import check_replayable, datamodule_key
-
         datamodule = check_replayable(datamodule)
         cache = TeacherCache.open(self.path)
         cache.check(datamodule_key(datamodule), against=f"data module {type(datamodule).__name__}")
@@ -120,30 +118,3 @@ class CachedTeacher(TeacherBase):
 
     def refill(self, state: dict[str, Any], prefix: str) -> None:
         return None
-
-
-class CachedTeacherDistillation:
-    """Deprecated (0.1.0): use ``DistillationModule(teacher=CachedTeacher(path, model, ckpt), ...)``.
-
-    Kept for one release so 0.1.0 code runs; building one returns that DistillationModule and warns.
-    """
-
-    def __new__(
-        cls,
-        teacher: nn.Module,
-        student: nn.Module,
-        teacher_cache: str,
-        teacher_ckpt: str | None = None,
-        preload_cache: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        from lightning_kd.modules.distillation import DistillationModule
-
-        warnings.warn(
-            "CachedTeacherDistillation is deprecated and goes away in 0.3: use DistillationModule(teacher="
-            "CachedTeacher(path=teacher_cache, model=teacher, ckpt=teacher_ckpt), student=...).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        cached = CachedTeacher(teacher_cache, model=teacher, ckpt=teacher_ckpt, preload=preload_cache)
-        return DistillationModule(teacher=cached, student=student, **kwargs)

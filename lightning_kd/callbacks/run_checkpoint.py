@@ -28,6 +28,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from lightning_kd.core.errors import NonFiniteLossError
+
 
 class NonFiniteCheckpointError(RuntimeError):
     """A checkpoint was about to be written with NaN or infinite weights."""
@@ -193,8 +195,6 @@ class RunCheckpoint(ModelCheckpoint):
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and self.dirpath is not None:
-            from lightning_kd.modules.step_log import NonFiniteLossError
-
             path = os.path.join(self.dirpath, "last.ckpt")
             try:
                 trainer.save_checkpoint(path, weights_only=False)  # resumable: optimizer and loops included

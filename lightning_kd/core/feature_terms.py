@@ -35,8 +35,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lightning_kd.core.feature_term import FeatureTerm
 from lightning_kd.core.features import FeatureCapture
-from lightning_kd.core.terms import FeatureTerm
+
+#: ``(side, capture, teacher) -> {layer path: feature}``: where :meth:`FeatureTerms.compute` reads the features
+FeatureSource = Callable[[str, str, int], dict[str, Tensor]]
 
 # (side, teacher index, capture mode); the student's index is always 0
 _NOTHING = nullcontext()
@@ -132,10 +135,17 @@ class FeatureTerms(nn.ModuleList):
             ValueError: a term cannot run on its features; the message names the layers, their shapes and the
                 fix (a connector, other layers).
         """
+        return self._compute(self.feature_source(), index)
+
+    def feature_source(self) -> FeatureSource:
+        """Where :meth:`compute` and :meth:`build` read each side's features: the captured ones as they are."""
+        return self.features
+
+    def _compute(self, features: FeatureSource, index: Tensor | None) -> dict[str, Tensor]:
         values: dict[str, Tensor] = {}
         for term in self:
-            s = self.features("student", term.capture)
-            t = self.features("teacher", term.capture, term.teacher)
+            s = features("student", term.capture, 0)
+            t = features("teacher", term.capture, term.teacher)
             try:
                 values[term.name] = term(s, t, index)
             except (ValueError, RuntimeError, KeyError) as err:
@@ -161,9 +171,10 @@ class FeatureTerms(nn.ModuleList):
         try:
             with self.capturing():
                 run_forward()
+            source = self.feature_source()
             for term in self:
-                s = self.features("student", term.capture)
-                t = self.features("teacher", term.capture, term.teacher)
+                s = source("student", term.capture, 0)
+                t = source("teacher", term.capture, term.teacher)
                 missing = [p for p in term.student_layers if p not in s] + [
                     p for p in term.teacher_layers if p not in t
                 ]
@@ -174,7 +185,7 @@ class FeatureTerms(nn.ModuleList):
                     )
                 shapes = [(s[a].shape, t[b].shape) for a, b in zip(term.student_layers, term.teacher_layers)]
                 term.build_connectors(shapes)
-            self.compute(index)
+            self._compute(source, index)
         finally:
             if was_attached:
                 for capture in self._captures.values():

@@ -43,9 +43,16 @@ def resolve_num_classes(n_teacher: int | None, student: nn.Module, num_classes: 
     return num_classes
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (shared ones counted once)."""
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (shared parameters counted once); buffers are not parameters.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> layer.bias.requires_grad = False
+        >>> count_parameters(layer), count_parameters(layer, trainable_only=True)
+        (8, 6)
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 class InputShapeError(ValueError):

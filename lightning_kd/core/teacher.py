@@ -6,15 +6,15 @@ Every distillation LightningModule talks to its teacher only through :class:`Tea
 
 - :class:`Teacher` wraps a live ``nn.Module``: it loads weights from a checkpoint or ``state_dict`` file,
   switches ``requires_grad`` off at construction (so before the Trainer sets up DDP/FSDP: their reducers
-  and flat parameters must never see these parameters, LIGHTNING.md #2), stays in eval mode whatever calls
-  ``.train()`` (#3), runs under ``torch.no_grad()`` (not ``inference_mode``, whose tensors cannot be saved
-  for backward, #4) and returns fp32 logits (autocast runs the teacher in bf16/fp16, #17).
+  and flat parameters must never see these parameters, Lightning issue #6087), stays in eval mode whatever calls
+  ``.train()``, runs under ``torch.no_grad()`` (not ``inference_mode``, whose tensors cannot be saved
+  for backward, pytorch PR #161164) and returns fp32 logits (autocast runs the teacher in bf16/fp16).
 - :class:`TeacherEnsemble` holds several teachers; its logits are stacked ``(K, N, C)``.
 - :class:`lightning_kd.cache.CachedTeacher` reads the teacher's logits of a training view from an offline
   cache by ``(epoch, index)`` instead of running a model: the same call, the same output.
 
 Checkpoints leave teacher weights out (:meth:`TeacherBase.checkpoint_keys`); the LightningModule drops
-those keys in ``on_save_checkpoint`` and puts the live tensors back in ``on_load_checkpoint`` (#6: not a
+those keys in ``on_save_checkpoint`` and puts the live tensors back in ``on_load_checkpoint`` (not a
 ``state_dict`` override, which FSDP bypasses).
 
 Pure torch.
@@ -25,13 +25,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from lightning_kd.core.model_info import run_model
 from lightning_kd.core.weights import load_weights
+
+if TYPE_CHECKING:
+    from lightning_kd.core.lm.token_loss import TokenLoss
 
 
 @dataclass
@@ -45,6 +48,8 @@ class TeacherOutput:
             sparse (offline top-k) teachers.
         topk_ids: ``(..., k)`` the classes/token ids of ``topk_logprobs``.
         hidden: final hidden states ``(B, T, H)``, for a loss that applies the teacher's head itself in chunks.
+        head: ``(weight (V, H), bias (V,) or None)`` of the lm head that turns ``hidden`` into logits.
+        temperature: the ``T`` that ``topk_logprobs`` are softened at (an offline store's), when it is fixed.
         features: captured intermediate features by layer path.
     """
 
@@ -52,6 +57,8 @@ class TeacherOutput:
     topk_logprobs: Tensor | None = None
     topk_ids: Tensor | None = None
     hidden: Tensor | None = None
+    head: tuple[Tensor, Tensor | None] | None = None
+    temperature: float | None = None
     features: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -103,6 +110,8 @@ class TeacherBase(nn.Module):
     save_weights: bool = False
     #: whether hooks on :attr:`networks` can capture intermediate features (not for a cache)
     serves_features: bool = False
+    #: whether the teacher checks the data's tokenizer itself (an offline LM store records the one it was built with)
+    checks_vocab: bool = False
 
     def forward(self, inputs: Any, index: Tensor | None = None, epoch: int | None = None) -> TeacherOutput:
         """Teacher outputs for ``inputs``.
@@ -130,6 +139,13 @@ class TeacherBase(nn.Module):
 
     def prepare_fit(self, datamodule: Any = None, max_epochs: int | None = None) -> None:
         """Called once when ``fit`` sets up, before any step: a cache opens and checks itself here."""
+
+    def token_loss(self, chunk_size: int | None) -> TokenLoss:
+        """The token-loss strategy that fits what this teacher provides (causal-LM teachers override it)."""
+        raise TypeError(
+            f"a {type(self).__name__} cannot teach a causal LM token by token: give the model itself (it is wrapped "
+            "in a CausalLMTeacher), a CausalLMTeacher or a CachedLMTeacher."
+        )
 
     def release(self) -> None:
         """Called when ``fit`` ends: free what :meth:`prepare_fit` opened."""
@@ -261,19 +277,17 @@ class TeacherEnsemble(TeacherBase):
         return None
 
 
-def as_teacher(
-    teacher: nn.Module, ckpt: str | None = None, eval_mode: bool = True, save_weights: bool = False
-) -> TeacherBase:
-    """``teacher`` itself when it is a teacher component, else a :class:`Teacher` around it.
+def as_teacher(teacher: nn.Module, ckpt: str | None = None) -> TeacherBase:
+    """``teacher`` itself when it is a teacher component, else a :class:`Teacher` around it loaded from ``ckpt``.
 
-    The module-level shortcuts (``teacher_ckpt``, ``teacher_eval``, ``save_teacher``) apply to a plain model;
-    a teacher component carries its own settings, so giving both is refused.
+    A component carries its own settings (``ckpt``, ``eval_mode``, ``save_weights``), so a component together with
+    the module's ``teacher_ckpt`` shortcut is refused.
     """
     if isinstance(teacher, TeacherBase):
-        if ckpt is not None or not eval_mode or save_weights:
+        if ckpt is not None:
             raise ValueError(
-                f"teacher is a {type(teacher).__name__} component: set its checkpoint, eval mode and save_weights "
-                "on the component itself, not teacher_ckpt/teacher_eval/save_teacher on the module."
+                f"teacher is a {type(teacher).__name__} component: set its checkpoint on the component itself "
+                f"(ckpt: {ckpt!r}), not teacher_ckpt on the module."
             )
         return teacher
-    return Teacher(teacher, ckpt=ckpt, eval_mode=eval_mode, save_weights=save_weights)
+    return Teacher(teacher, ckpt=ckpt)

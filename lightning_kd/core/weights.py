@@ -269,8 +269,3 @@ def _reason(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     line = next((ln for ln in lines if ln.startswith("WeightsUnpickler error:")), lines[0] if lines else "")
     return line.split(". This is an internal")[0].split(". Please use")[0] or type(err).__name__
-
-
-def load_teacher_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Deprecated name of :func:`load_weights` (kept for one release)."""
-    return load_weights(model, path, what="teacher_ckpt")

@@ -4,17 +4,16 @@ The text modules need the ``llm`` extra (``tokenizers``; ``transformers`` to sav
 they are imported on first use, so the image modules work without it.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import Any
+from types import ModuleType as _ModuleType
+from typing import Any as _Any
 
 from lightning_kd.data.augment import random_crop_flip
 from lightning_kd.data.base import InMemoryDataModule, TensorClassificationDataset
 from lightning_kd.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from lightning_kd.data.digits import DigitsDataModule
 from lightning_kd.data.fashion_mnist import FashionMNISTDataModule
-from lightning_kd.data.idx import read_idx
+from lightning_kd.data.idx_files import read_idx
 
 _TEXT = {
     "PackedTextDataModule": "lightning_kd.data.text",
@@ -25,20 +24,12 @@ _TEXT = {
     "vocab_fingerprint": "lightning_kd.data.tokenizer",
 }
 
-__all__ = [
-    "CIFAR10DataModule",
-    "CIFAR100DataModule",
-    "DigitsDataModule",
-    "FashionMNISTDataModule",
-    "InMemoryDataModule",
-    "TensorClassificationDataset",
-    "random_crop_flip",
-    "read_idx",
-    *_TEXT,
-]
+__all__ = sorted(
+    [*(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType)), *_TEXT]
+)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _TEXT.get(name)
     if module is None:
         raise AttributeError(f"module 'lightning_kd.data' has no attribute {name!r}")

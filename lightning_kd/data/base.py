@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.core.data_checks import check_finite_inputs, class_indices
 from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip
-from lightning_kd.data.indexed import IndexedDataset
 from lightning_kd.data.sampling import EpochShuffleSampler
+from lightning_kd.data.with_index import IndexedDataset
 
 
 class TensorClassificationDataset(Dataset):
@@ -80,6 +80,9 @@ class InMemoryDataModule(L.LightningDataModule):
             ``num_workers=0``; the whole data set must fit in device memory). Without a Trainer they stay
             on the CPU.
     """
+
+    #: one name per class (reports and ``deploy.json`` label their outputs with them); ``None``: unknown
+    class_names: tuple[str, ...] | None = None
 
     mean: float | tuple[float, ...] = 0.0
     std: float | tuple[float, ...] = 1.0

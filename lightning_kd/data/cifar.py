@@ -29,6 +29,10 @@ class CIFAR10DataModule(InMemoryDataModule):
     The test set doubles as validation set, as in the KD papers' CIFAR protocol (CRD, arXiv:1910.10699).
     """
 
+    class_names: tuple[str, ...] | None = (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    )  # fmt: skip
+
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
@@ -116,6 +120,7 @@ class CIFAR10DataModule(InMemoryDataModule):
 class CIFAR100DataModule(CIFAR10DataModule):
     """CIFAR-100: 100 classes, same protocol as :class:`CIFAR10DataModule`."""
 
+    class_names = None  # not CIFAR-10's: a report numbers the 100 classes
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
 

@@ -76,6 +76,8 @@ class DigitsDataModule(InMemoryDataModule):
         [1258, 180, 359]
     """
 
+    class_names: tuple[str, ...] | None = tuple(str(i) for i in range(10))
+
     mean = 0.3053  # pixel mean / std of the whole set, in [0, 1] units (values 0..16 divided by 16)
     std = 0.3760
 

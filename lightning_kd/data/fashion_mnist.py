@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from lightning_kd.data.base import InMemoryDataModule
-from lightning_kd.data.idx import read_idx
+from lightning_kd.data.idx_files import read_idx
 
 ENV_VAR = "LIGHTNING_KD_FASHION_MNIST"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
@@ -57,6 +57,20 @@ class FashionMNISTDataModule(InMemoryDataModule):
             split leaves; the same subset for every run with the same ``seed``), e.g. for a CPU protocol.
             ``None``: all of them.
     """
+
+    # Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747, Table 1 (labels 0..9)
+    class_names: tuple[str, ...] | None = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
     mean = 0.2860
     std = 0.3530

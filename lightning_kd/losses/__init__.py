@@ -2,134 +2,35 @@
 
 Argument order everywhere: student first, then teacher, then options. Losses import only torch.
 
-- logit: :func:`kd_loss`, :func:`dkd_loss`, :func:`dist_loss`, :func:`logit_standardized_kd_loss`,
-  :func:`reverse_kd_loss`, :func:`js_kd_loss`, :func:`label_smoothing_loss` (teacher-free baseline)
-- feature: :func:`fitnet_loss`, :func:`at_loss`, :func:`nst_loss`, :func:`vid_loss`, :func:`fsp_loss`,
-  :func:`feature_match_loss`
-- relation: :func:`sp_loss`, :func:`rkd_loss`, :func:`pkt_loss`, :func:`cc_loss`
-- contrastive: :class:`CRDLoss`, :func:`crd_nce_loss`
-- schemes: :func:`ensemble_kd_loss`, :func:`per_teacher_kd`, :func:`confidence_weights` (multi-teacher),
-  :func:`dml_losses` (mutual learning), :func:`discriminator_loss`, :func:`fooling_loss` (adversarial)
-- token (language models, ``(tokens, vocab)`` rows with a mask): :func:`token_divergence` (:func:`forward_kl`,
-  :func:`reverse_kl`, :func:`generalized_jsd`, :func:`skew_forward_kl`, :func:`skew_reverse_kl`,
-  :func:`total_variation`), and :func:`chunked_token_distill_loss`, which never holds the (tokens × vocab)
-  logits of both models at once
+- :mod:`~lightning_kd.losses.divergence`: the divergence core — one per-row implementation of forward/reverse KL,
+  generalised JSD(β), skew KL and TV, with the options in one :class:`Divergence`; classifier and token losses
+  both use it;
+- :mod:`~lightning_kd.losses.logit`: Hinton KD (any divergence), DKD, DIST, logit-standardised KD, label
+  smoothing, and the schemes' maths (multi-teacher, mutual learning, adversarial);
+- :mod:`~lightning_kd.losses.feature`, :mod:`~lightning_kd.losses.relation`: FitNets, AT, NST, VID, FSP, feature
+  matching; SP, RKD, PKT, CC;
+- :mod:`~lightning_kd.losses.contrastive`: CRD and its memory bank;
+- :mod:`~lightning_kd.losses.token` (language models, ``(tokens, vocab)`` rows with a mask): per-token divergences,
+  the chunked lm-head loss that never holds the (tokens × vocab) logits of both models at once, the top-k
+  teacher's loss.
+
+Every public name of the subpackages is re-exported here.
 """
 
-from lightning_kd.losses.contrastive import CRDLoss, crd_nce_loss
-from lightning_kd.losses.feature import (
-    ATLoss,
-    FeatureMatchLoss,
-    FitNetLoss,
-    FSPLoss,
-    NSTLoss,
-    VIDLoss,
-    at_loss,
-    feature_match_loss,
-    fitnet_loss,
-    fsp_loss,
-    nst_loss,
-    vid_loss,
-)
-from lightning_kd.losses.logit import (
-    DISTLoss,
-    DKDLoss,
-    JSKDLoss,
-    KDLoss,
-    LabelSmoothingLoss,
-    LogitStandardizedKDLoss,
-    ReverseKDLoss,
-    confidence_weights,
-    discriminator_loss,
-    dist_loss,
-    dkd_loss,
-    dkd_terms,
-    dkd_warmup,
-    dml_losses,
-    ensemble_kd_loss,
-    fooling_loss,
-    js_kd_loss,
-    kd_loss,
-    label_smoothing_loss,
-    logit_standardized_kd_loss,
-    per_teacher_kd,
-    reverse_kd_loss,
-)
-from lightning_kd.losses.relation import CCLoss, PKTLoss, RKDLoss, SPLoss, cc_loss, pkt_loss, rkd_loss, sp_loss
-from lightning_kd.losses.token import (
-    TOKEN_DIVERGENCES,
-    ChunkedTokenDistillLoss,
-    TokenDistillSums,
-    TokenDivergenceLoss,
-    chunked_token_distill_loss,
-    forward_kl,
-    generalized_jsd,
-    naive_token_distill_loss,
-    reduce_token_loss,
-    reverse_kl,
-    skew_forward_kl,
-    skew_reverse_kl,
-    token_divergence,
-    total_variation,
-)
+from lightning_kd.losses import contrastive, feature, logit, relation, token
+from lightning_kd.losses.contrastive import *  # noqa: F403
+from lightning_kd.losses.divergence import Divergence, divergence_kinds, divergence_rows, kl_rows
+from lightning_kd.losses.feature import *  # noqa: F403
+from lightning_kd.losses.logit import *  # noqa: F403
+from lightning_kd.losses.relation import *  # noqa: F403
+from lightning_kd.losses.token import *  # noqa: F403
 
-__all__ = [
-    "TOKEN_DIVERGENCES",
-    "ChunkedTokenDistillLoss",
-    "TokenDistillSums",
-    "TokenDivergenceLoss",
-    "chunked_token_distill_loss",
-    "forward_kl",
-    "generalized_jsd",
-    "naive_token_distill_loss",
-    "reduce_token_loss",
-    "reverse_kl",
-    "skew_forward_kl",
-    "skew_reverse_kl",
-    "token_divergence",
-    "total_variation",
-    "CRDLoss",
-    "crd_nce_loss",
-    "ATLoss",
-    "CCLoss",
-    "DISTLoss",
-    "DKDLoss",
-    "FSPLoss",
-    "FeatureMatchLoss",
-    "FitNetLoss",
-    "JSKDLoss",
-    "KDLoss",
-    "LabelSmoothingLoss",
-    "LogitStandardizedKDLoss",
-    "NSTLoss",
-    "PKTLoss",
-    "RKDLoss",
-    "ReverseKDLoss",
-    "SPLoss",
-    "VIDLoss",
-    "at_loss",
-    "cc_loss",
-    "confidence_weights",
-    "discriminator_loss",
-    "dist_loss",
-    "dml_losses",
-    "ensemble_kd_loss",
-    "fooling_loss",
-    "per_teacher_kd",
-    "dkd_loss",
-    "dkd_terms",
-    "dkd_warmup",
-    "feature_match_loss",
-    "fitnet_loss",
-    "fsp_loss",
-    "js_kd_loss",
-    "kd_loss",
-    "label_smoothing_loss",
-    "logit_standardized_kd_loss",
-    "nst_loss",
-    "pkt_loss",
-    "reverse_kd_loss",
-    "rkd_loss",
-    "sp_loss",
-    "vid_loss",
-]
+__all__ = sorted(
+    {
+        "Divergence",
+        "divergence_kinds",
+        "divergence_rows",
+        "kl_rows",
+        *(name for sub in (contrastive, feature, logit, relation, token) for name in sub.__all__),
+    }
+)

@@ -1,6 +1,5 @@
-"""Causal language models: plain next-token training (teachers, the student-alone baseline) and token-level
-distillation of a causal LM into a smaller one. ``CausalLMModule`` lives in :mod:`.causal_lm_plain` and is
-re-exported here."""
+"""Token-level distillation of a causal LM into a smaller one. ``CausalLMModule`` (plain next-token training: the
+teacher, the student-alone baseline) lives in :mod:`.causal_lm_plain` and is re-exported here."""
 
 from __future__ import annotations
 
@@ -12,29 +11,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_kd.cache.lm_teacher import CachedLMTeacher
 from lightning_kd.core.batch import Batch
-from lightning_kd.core.lm import (
-    CausalLMTeacher,
-    TokenFeatureTerms,
-    check_head_matches,
-    check_plain_head,
-    final_hidden,
-    lm_head,
-)
-from lightning_kd.core.teacher import TeacherBase, output_logits
-from lightning_kd.core.terms import FeatureTerm
-from lightning_kd.losses.token import (
-    chunked_token_distill_loss,
-    naive_token_distill_loss,
-    token_eval_sums,
-    topk_bucket_distill_loss,
-)
-from lightning_kd.losses.token.divergences import check_token_options
+from lightning_kd.core.feature_term import FeatureTerm
+from lightning_kd.core.lm import CausalLMTeacher, Generation, StudentRows, TokenFeatureTerms, TokenLoss
+from lightning_kd.core.teacher import TeacherBase, TeacherOutput, output_logits
+from lightning_kd.losses.divergence import Divergence, as_divergence
 from lightning_kd.models.language import model_vocab_fingerprint
 from lightning_kd.modules.causal_lm_plain import CausalLMModule, check_chunk_size
 from lightning_kd.modules.common import dry_run_feature_terms, save_plain_hyperparameters
-from lightning_kd.modules.knobs import DistillKnobs
 from lightning_kd.modules.language import (
     IGNORE_INDEX,
     LanguageModelBase,
@@ -44,10 +28,10 @@ from lightning_kd.modules.language import (
     resolve_vocab_size,
     vocab_fingerprint_of,
 )
-from lightning_kd.modules.lm_generation import GenerationMix
+from lightning_kd.modules.temperature_alpha import TemperatureAlpha
 
 
-class CausalLMDistillation(DistillKnobs, LanguageModelBase):
+class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
     """Distil a frozen causal-LM ``teacher`` into a smaller causal-LM ``student``, token by token.
 
     Loss over the positions that have a label (``labels != -100``; logits at ``t`` predict token ``t + 1``, the
@@ -56,13 +40,16 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
         loss = (1 − α) · CE(student, next token)  +  α · D(p_teacher, p_student)     (per valid token)
 
     normalised by the valid tokens of the whole optimizer step (exact under gradient accumulation and DDP). ``D``
-    is one of :data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES` (forward/reverse KL, generalised JSD(β), skew
-    KLs, total variation) at temperature ``T`` (``T²`` applied), in fp32 whatever the models' dtype.
+    is a :class:`~lightning_kd.losses.divergence.Divergence` (forward/reverse KL, generalised JSD(β), skew KLs,
+    total variation) at temperature ``T`` (``T²`` applied), in fp32 whatever the models' dtype.
 
-    With ``chunk_size`` set (default) the two lm heads and both terms are computed ``chunk_size`` tokens at a time
-    from the final hidden states (:func:`~lightning_kd.losses.token.chunked_token_distill_loss`), so the
-    ``(tokens, V)`` logits of the two models never exist in full; a head that is not ``hidden @ W.T + b`` (logit
-    soft-capping, …) is refused by name, and ``chunk_size: null`` trains on full logits instead.
+    How the loss is computed is a strategy (:mod:`lightning_kd.core.lm.token_loss`) that the teacher picks once, at
+    construction, from what it provides: with ``chunk_size`` set (default) a live teacher gives its final hidden
+    states and lm head and both heads are applied ``chunk_size`` tokens at a time, so the ``(tokens, V)`` logits of
+    the two models never exist in full (a head that is not ``hidden @ W.T + b``, e.g. logit soft-capping, is
+    refused by name); ``chunk_size: null`` compares full logits; an offline
+    :class:`~lightning_kd.cache.lm_teacher.CachedLMTeacher` gives its stored top-k. Override
+    :meth:`choose_token_loss` to bring another.
 
     Vocabularies are checked by identity: the data's tokenizer fingerprint is compared with the teacher's (from
     ``teacher_vocab``, the ``teacher_ckpt``'s record, or the model config's ``lightning_kd_vocab_fingerprint``)
@@ -70,30 +57,29 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
     (padded vocabularies, e.g. 151936 vs 152064) is compared on the tokenizer's ids only.
 
     Args:
-        teacher: the trained causal LM (or a :class:`~lightning_kd.core.lm.CausalLMTeacher`).
+        teacher: the trained causal LM, or a teacher component (:class:`~lightning_kd.core.lm.CausalLMTeacher` with
+            its own ``ckpt``/``save_weights``, :class:`~lightning_kd.cache.lm_teacher.CachedLMTeacher`).
         student: the causal LM to train.
-        teacher_ckpt: weights for the teacher (a ``CausalLMModule`` checkpoint or a ``state_dict`` file).
+        teacher_ckpt: weights for a plain teacher model (a ``CausalLMModule`` checkpoint or a ``state_dict`` file).
         teacher_vocab: the teacher's vocabulary: a sha256 fingerprint, a ``tokenizer.json`` or a folder holding
             one; ``None``: read from ``teacher_ckpt`` or the teacher's config.
-        divergence: ``forward_kl`` (Hinton/torchtune), ``reverse_kl`` (MiniLLM), ``jsd`` (GKD), ``skew_forward_kl``,
-            ``skew_reverse_kl`` (DistiLLM) or ``tv``.
+        divergence: the divergence ``D`` and its shape parameters, e.g. ``{kind: jsd, beta: 0.5}`` in YAML, or a
+            kind's name (``forward_kl``: Hinton/torchtune; ``reverse_kl``: MiniLLM; ``jsd``: GKD; ``skew_*``:
+            DistiLLM; ``tv``).
         alpha: weight of the divergence in ``[0, 1]``; the CE gets ``1 − α``.
         temperature: ``T > 0``; both distributions are softened by it and the divergence multiplied by ``T²``.
-        beta: JSD's teacher weight (``jsd`` only; 0 and 1 are forward and reverse KL, see ``token_divergence``).
-        skew: DistiLLM's skew (``skew_*`` only).
-        on_policy, sequence_kd, prompt_len, generation_temperature: with probability ``on_policy`` (GKD's λ) a
-            step distils on the student's own continuation of each sequence's first ``prompt_len`` tokens (loss
-            ``α · D`` only: no CE on its own samples), with probability ``sequence_kd`` on the teacher's (CE and
-            ``D``); see :mod:`~lightning_kd.modules.lm_generation`. Needs a live teacher model.
         chunk_size: tokens per chunk of the fused head+loss; ``None``: full logits.
+        vocab_size: compare only the first ``vocab_size`` logit columns; ``None``: the data's tokenizer size.
+        generation: on-policy (GKD's λ) and sequence-level KD settings (:class:`~lightning_kd.core.lm.Generation`):
+            with probability ``on_policy`` a step distils on the student's own continuation of each sequence's
+            first ``prompt_len`` tokens (loss ``α · D`` only: no CE on its own samples), with probability
+            ``sequence_kd`` on the teacher's (CE and ``D``). Needs a live teacher model.
         feature_terms: hidden-state terms (:class:`~lightning_kd.FeatureTerm`: e.g. ``FeatureMatchLoss`` between
             ``model.layers.1`` of the student and ``model.layers.3`` of the teacher, ``connector: true`` for a
             linear map between widths), on the tokens that have a label only
             (:class:`~lightning_kd.core.lm.TokenFeatureTerms`); each adds ``weight · mean over those tokens``,
             normalised over the optimizer step like the token terms. Needs a live teacher.
-        vocab_size: compare only the first ``vocab_size`` logit columns; ``None``: the data's tokenizer size.
         optimizer, lr_scheduler, scheduler_interval: as in :class:`CausalLMModule`.
-        save_teacher: also keep the teacher's weights in checkpoints.
     """
 
     def __init__(
@@ -102,50 +88,36 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
         student: nn.Module,
         teacher_ckpt: str | None = None,
         teacher_vocab: str | None = None,
-        divergence: str = "forward_kl",
+        divergence: Divergence | str = "forward_kl",
         alpha: float = 0.5,
         temperature: float = 1.0,
-        beta: float = 0.5,
-        skew: float = 0.1,
         chunk_size: int | None = 256,
         vocab_size: int | None = None,
+        generation: Generation = Generation(),  # noqa: B008 - a frozen dataclass: immutable
+        feature_terms: list[FeatureTerm] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
-        save_teacher: bool = False,
-        on_policy: float = 0.0,
-        sequence_kd: float = 0.0,
-        prompt_len: int = 32,
-        generation_temperature: float = 1.0,
-        feature_terms: list[FeatureTerm] | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
-        check_token_options(divergence, beta, skew, temperature)
+        self.divergence = as_divergence(divergence)
         check_chunk_size(chunk_size)
         if vocab_size is not None and vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1 (the tokenizer's size), got {vocab_size}.")
         if isinstance(teacher, TeacherBase):
-            if teacher_ckpt is not None or save_teacher:
-                raise ValueError("teacher is a component: set ckpt/save_weights on it, not teacher_ckpt/save_teacher.")
+            if teacher_ckpt is not None:
+                raise ValueError("teacher is a component: set ckpt on it, not teacher_ckpt on the module.")
             self.teacher = teacher
         else:
-            self.teacher = CausalLMTeacher(teacher, ckpt=teacher_ckpt, save_weights=save_teacher)
+            self.teacher = CausalLMTeacher(teacher, ckpt=teacher_ckpt)
         self.student = student
-        if chunk_size is not None:
-            check_plain_head(student, "student")
-            if not callable(getattr(self.teacher, "head", None)):
-                raise ValueError(
-                    f"the chunked loss needs the teacher's lm head, which a {type(self.teacher).__name__} does not "
-                    "give; set chunk_size: null."
-                )
-            check_plain_head(self.teacher.model, "teacher")
-            self.teacher.output = "hidden"
-        self._teacher_vocab = self._teacher_fingerprint(teacher_vocab, teacher_ckpt)
-        self.divergence, self.beta, self.skew = divergence, beta, skew
         self.chunk_size, self.vocab_size_arg = chunk_size, vocab_size
         self.loss_vocab_size: int | None = vocab_size
-        self.init_knobs(temperature, alpha)
+        self.token_loss = self.choose_token_loss()
+        self.token_loss.check_student(student)
+        self._teacher_vocab = self._teacher_fingerprint(teacher_vocab, teacher_ckpt)
+        self.init_temperature_alpha(temperature, alpha)
         self.feature_terms = TokenFeatureTerms(feature_terms or [])
         if len(self.feature_terms):
             if not self.teacher.serves_features:
@@ -155,14 +127,19 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
                     "live teacher for them, or drop feature_terms."
                 )
             self.feature_terms.bind(student, self.teacher.networks)
-        self._head_checked = chunk_size is None
-        self.generation = GenerationMix(on_policy, sequence_kd, prompt_len, generation_temperature)
-        if self.generation.active and getattr(self.teacher, "model", None) is None:
+        self.generation = generation = Generation(**generation) if isinstance(generation, dict) else generation
+        if generation.active and getattr(self.teacher, "model", None) is None:
             raise ValueError(
                 "on-policy / sequence-level KD needs the teacher's model to score (or write) generated text; give "
                 f"the {type(self.teacher).__name__} its `model`, or set on_policy and sequence_kd to 0."
             )
         self._special_ids: tuple[int | None, int] = (None, 0)  # (eos, pad), from the data module at setup
+        self._seed = 0  # the run's seed (PL_GLOBAL_SEED), read at fit setup: the generation draws follow it
+
+    def choose_token_loss(self) -> TokenLoss:
+        """The token-loss strategy, chosen once: the one the teacher declares fits what it provides for this
+        ``chunk_size``. Override to bring another (:class:`~lightning_kd.core.lm.TokenLoss`)."""
+        return self.teacher.token_loss(self.chunk_size)
 
     def _teacher_fingerprint(self, given: str | None, ckpt: str | None) -> tuple[str | None, str]:
         if given is not None:
@@ -197,7 +174,7 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
         student_fp = model_vocab_fingerprint(self.student)
         records = [("data", fp, name), ("teacher", teacher_fp, teacher_source), ("student", student_fp, "its config")]
         check_same_vocab(records, name)
-        if teacher_fp is None and stage == "fit" and not isinstance(self.teacher, CachedLMTeacher):
+        if teacher_fp is None and stage == "fit" and not self.teacher.checks_vocab:
             rank_zero_warn(
                 "CausalLMDistillation cannot check that the teacher was trained with the data's tokenizer: nothing "
                 "records the teacher's vocabulary (no teacher_vocab, no record in teacher_ckpt, none in its "
@@ -208,7 +185,7 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
             self.teacher.prepare_fit(datamodule, None)
             eos = getattr(datamodule, "eos_token_id", None)
             self._special_ids = (eos, getattr(datamodule, "pad_token_id", None) or eos or 0)
-            self.generation.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            self._seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
             if self.feature_terms.needs_dry_run:
                 batch = self.example_batch("hidden-state terms size their connectors from it")
                 dry_run_feature_terms(self, self.feature_terms, lambda: self._outputs(batch, training=False))
@@ -217,75 +194,40 @@ class CausalLMDistillation(DistillKnobs, LanguageModelBase):
         if stage == "fit":
             self.teacher.release()
 
-    # -- the two models ------------------------------------------------------------------------------------
-    def _outputs(self, batch: Batch, training: bool) -> tuple[Tensor, Tensor | None, Any, Any]:
-        """``(student, teacher, student_head, teacher_head)``: hidden states and heads (chunked) or logits."""
-        if self.chunk_size is None:
-            return self(batch.inputs), self._teacher_logits(batch, training), None, None
-        if not self._head_checked:
-            check_head_matches(self.student, batch.inputs, "student")
-            check_head_matches(self.teacher.model, batch.inputs, "teacher")
-            self._head_checked = True
-        hidden = final_hidden(self.student, batch.inputs)
-        return hidden, self.teacher(batch.inputs).hidden, lm_head(self.student, "student"), self.teacher.head()
-
-    def _teacher_logits(self, batch: Batch, training: bool) -> Tensor | tuple[Tensor, Tensor] | None:
-        """The teacher's logits; from an offline top-k teacher, what its ``tail`` compares with (see
-        :meth:`~lightning_kd.cache.lm_teacher.CachedLMTeacher.targets`)."""
-        out = self.teacher(batch.inputs, index=batch.index if training else None)
-        return out.logits if out.topk_ids is None else self.teacher.targets(out, self._temperature)
+    # -- the step: unpack, (generate), both models, the strategy's sums, weighted sum, log --------------------
+    def _outputs(self, batch: Batch, training: bool) -> tuple[StudentRows, TeacherOutput]:
+        student = self.token_loss.student_rows(self.student, batch.inputs)
+        teacher = self.token_loss.teacher_output(self.teacher, batch.inputs, batch.index if training else None)
+        return student, teacher
 
     def _options(self) -> dict[str, Any]:
-        return dict(
-            kind=self.divergence,
-            beta=self.beta,
-            skew=self.skew,
-            temperature=self._temperature,
-            vocab_size=self.loss_vocab_size,
-        )
+        return {"divergence": self.divergence, "temperature": self._temperature, "vocab_size": self.loss_vocab_size}
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)
-        source = self.generation.draw(self.global_step)
+        source = self.generation.draw(self.global_step, self._seed)
         if source != "data":
             model = self.student if source == "student" else self.teacher.model
             batch = self.generation.generate(model, batch, *self._special_ids)
         y = next_token_labels(batch.targets)
         with self.feature_terms.capturing():
-            student, teacher, s_head, t_head = self._outputs(batch, training=True)
-        if isinstance(teacher, tuple):  # an offline top-k teacher, compared over k + 1 buckets
-            sums = topk_bucket_distill_loss(student, *teacher, y, **self._options())
-        elif s_head is None:
-            sums = naive_token_distill_loss(student, teacher, y, **self._options())
-        else:
-            sums = chunked_token_distill_loss(
-                student, *s_head, teacher, *t_head, y, chunk_size=self.chunk_size, **self._options()
-            )
+            student, teacher = self._outputs(batch, training=True)
+        sums = self.token_loss.sums(student, teacher, y, **self._options())
         ce_weight = 0.0 if source == "student" else 1.0 - self._alpha  # no CE on the student's own samples
         loss_sum = ce_weight * sums.ce_sum + self._alpha * sums.div_sum
         n = sums.num_valid.clamp_min(1)
         terms = {"ce": sums.ce_sum.detach() / n, "kd": sums.div_sum.detach() / n}
         if len(self.feature_terms):  # token means over the valid tokens, made sums like the token terms
-            self.feature_terms.mask = y != IGNORE_INDEX
-            for name, value in self.feature_terms.compute().items():
+            for name, value in self.feature_terms.compute(mask=y != IGNORE_INDEX).items():
                 loss_sum = loss_sum + self.feature_terms.weights[name] * value * sums.num_valid
                 terms[name] = value.detach()
-            self.feature_terms.mask = None
         loss = self.token_mean(loss_sum, sums.num_valid, y.numel())
         self.log_step(loss_sum.detach() / n, terms, batch_idx=batch_idx)
         return loss
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
-        student, teacher, s_head, t_head = self._outputs(batch, training=False)
-        sums = token_eval_sums(
-            student,
-            next_token_labels(batch.targets),
-            teacher,
-            student_head=s_head,
-            teacher_head=t_head,
-            chunk_size=self.chunk_size,
-            **self._options(),
-        )
+        student, teacher = self._outputs(batch, training=False)
+        sums = self.token_loss.eval_sums(student, teacher, next_token_labels(batch.targets), **self._options())
         (self.val_sums if stage == "val" else self.test_sums).update(sums)
 
 

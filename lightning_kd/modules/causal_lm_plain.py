@@ -9,13 +9,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
-from lightning_kd.core.lm import check_head_matches, check_plain_head, final_hidden, lm_head
+from lightning_kd.core.lm import token_loss_for_model
 from lightning_kd.core.teacher import output_logits
-from lightning_kd.losses.token import chunked_cross_entropy, token_eval_sums
 from lightning_kd.models.language import model_vocab_fingerprint
 from lightning_kd.modules.common import save_plain_hyperparameters
 from lightning_kd.modules.language import (
-    IGNORE_INDEX,
     LanguageModelBase,
     check_same_vocab,
     next_token_labels,
@@ -58,11 +56,9 @@ class CausalLMModule(LanguageModelBase):
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
         check_chunk_size(chunk_size)
-        if chunk_size is not None:
-            check_plain_head(model, "model")
         self.model = model
         self.chunk_size = chunk_size
-        self._head_checked = chunk_size is None
+        self.token_loss = token_loss_for_model(model, chunk_size)
 
     def lm_network(self) -> nn.Module:
         return self.model
@@ -79,29 +75,17 @@ class CausalLMModule(LanguageModelBase):
         source = "its config" if model_vocab_fingerprint(self.model) else ""
         check_same_vocab([("model", model_vocab_fingerprint(self.model), source), ("data", fp, name)], name)
 
-    def _outputs(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, Tensor | None] | None]:
-        if self.chunk_size is None:
-            return self(batch.inputs), None
-        if not self._head_checked:
-            check_head_matches(self.model, batch.inputs, "model")
-            self._head_checked = True
-        return final_hidden(self.model, batch.inputs), lm_head(self.model, "model")
-
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)
         y = next_token_labels(batch.targets)
-        out, head = self._outputs(batch)
-        if head is None:
-            rows = out.reshape(-1, out.shape[-1]).float()
-            ce_sum = nn.functional.cross_entropy(rows, y.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-            num_valid = (y != IGNORE_INDEX).sum()
-        else:
-            ce_sum, num_valid = chunked_cross_entropy(out, *head, y, chunk_size=self.chunk_size)
-        loss = self.token_mean(ce_sum, num_valid, y.numel())
-        self.log_step(ce_sum.detach() / num_valid.clamp_min(1), batch_idx=batch_idx)
+        rows = self.token_loss.student_rows(self.model, batch.inputs)
+        sums = self.token_loss.sums(rows, None, y)
+        loss = self.token_mean(sums.ce_sum, sums.num_valid, y.numel())
+        self.log_step(sums.ce_sum.detach() / sums.num_valid.clamp_min(1), batch_idx=batch_idx)
         return loss
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
-        out, head = self._outputs(batch)
-        sums = token_eval_sums(out, next_token_labels(batch.targets), student_head=head, chunk_size=self.chunk_size)
+        rows = self.token_loss.student_rows(self.model, batch.inputs)
+        y = next_token_labels(batch.targets)
+        sums = self.token_loss.eval_sums(rows, None, y)
         (self.val_sums if stage == "val" else self.test_sums).update(sums)

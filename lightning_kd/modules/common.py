@@ -3,6 +3,7 @@ teacher-free checkpoints, and which constructor arguments become hyper-parameter
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable
@@ -38,8 +39,9 @@ def save_plain_hyperparameters(module: L.LightningModule) -> None:
     Models, losses, feature terms and optimizer factories are left out: pickled into the checkpoint they
     would make it unloadable with ``torch.load(weights_only=True)``. From Python, pass them again to
     ``load_from_checkpoint``; lightning-kd's CLI stores their ``class_path`` configs in the checkpoint after
-    it built the module, so CLI checkpoints reload with no arguments (LIGHTNING.md #9). Call it from
-    ``__init__``; arguments of every ``__init__`` on the stack (a subclass's too) are considered.
+    it built the module, so CLI checkpoints reload with no arguments (Lightning PR #18105). Settings objects that
+    are dataclasses (``Divergence``, ``Generation``) are kept as plain dicts, which the modules accept back. Call
+    it from ``__init__``; arguments of every ``__init__`` on the stack (a subclass's too) are considered.
     """
     frame = inspect.currentframe().f_back  # the caller's __init__
     values: dict[str, Any] = {}
@@ -56,6 +58,9 @@ def save_plain_hyperparameters(module: L.LightningModule) -> None:
         f = f.f_back
     ignore = sorted(name for name, value in values.items() if not is_plain(value))
     module.save_hyperparameters(ignore=ignore, frame=frame)
+    for name, value in values.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            module.hparams[name] = dataclasses.asdict(value)
 
 
 def to_channels_last(*models: nn.Module) -> None:
@@ -232,10 +237,7 @@ class BaseModule(StepLogging, L.LightningModule):
                 state.pop(key, None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from lightning_kd.modules.migrate import migrate_checkpoint
-
         check_module_class(self, checkpoint)
-        migrate_checkpoint(self, checkpoint)
         if self._trainer is not None and self.trainer.state.fn == "fit":
             for line in resumed_differences(self.hparams, checkpoint.get("hyper_parameters", {})):
                 rank_zero_info(f"lightning-kd: {line}")

@@ -11,22 +11,16 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
+from lightning_kd.core.feature_term import FeatureTerm
 from lightning_kd.core.feature_terms import FeatureTerms
 from lightning_kd.core.model_info import resolve_num_classes, run_model
 from lightning_kd.core.teacher import TeacherOutput, as_teacher, output_logits
-from lightning_kd.core.terms import FeatureTerm
 from lightning_kd.losses import KDLoss
-from lightning_kd.modules.common import (
-    BaseModule,
-    dry_run_feature_terms,
-    resolve_temperature,
-    save_plain_hyperparameters,
-    to_channels_last,
-)
-from lightning_kd.modules.knobs import DistillKnobs
+from lightning_kd.modules.common import BaseModule, dry_run_feature_terms, save_plain_hyperparameters, to_channels_last
+from lightning_kd.modules.temperature_alpha import TemperatureAlpha
 
 
-class DistillationModule(DistillKnobs, BaseModule):
+class DistillationModule(TemperatureAlpha, BaseModule):
     """Distil a frozen ``teacher`` into a ``student`` (Hinton et al., 2015, arXiv:1503.02531).
 
     Loss, a weighted sum of named terms (each logged as ``train/loss_<name>``)::
@@ -34,8 +28,9 @@ class DistillationModule(DistillKnobs, BaseModule):
         loss = (1 − α) · CE(student, y)  +  α · T² · KL(softmax(t/T) ‖ softmax(s/T))  +  Σ w_k · term_k
                └── "ce" ──────────────┘     └── "kd" ───────────────────────────┘     └ feature_terms ┘
 
-    The teacher is a component (:class:`~lightning_kd.Teacher`, built from a plain model and the
-    ``teacher_*`` shortcuts, or given as a component such as :class:`~lightning_kd.CachedTeacher`): frozen,
+    The teacher is a component (:class:`~lightning_kd.Teacher`, built from a plain model and ``teacher_ckpt``, or
+    given as a component such as ``Teacher(model, ckpt, eval_mode, save_weights)`` or
+    :class:`~lightning_kd.CachedTeacher`): frozen,
     in eval mode whatever calls ``.train()``, run under ``no_grad``, fp32 outputs, left out of checkpoints
     and put back on load. Feature and relation terms (:class:`~lightning_kd.FeatureTerm`) name student and
     teacher layers by module path; one :class:`~lightning_kd.FeatureTerms` component hooks them and sizes
@@ -48,26 +43,25 @@ class DistillationModule(DistillKnobs, BaseModule):
     arguments and ``.logits`` is read from the output.
 
     Args:
-        teacher: the trained network (YAML: ``class_path``/``init_args``) or a teacher component.
+        teacher: the trained network (YAML: ``class_path``/``init_args``) or a teacher component (to keep its
+            weights in checkpoints or let ``.train()`` reach its BatchNorm: ``lightning_kd.Teacher`` with
+            ``save_weights: true`` / ``eval_mode: false``).
         student: the network to train.
         teacher_ckpt: weights for a plain teacher network: a ClassificationModule/DistillationModule
             checkpoint or a ``state_dict`` file. ``None`` keeps the teacher as built.
-        temperature: softening temperature ``T > 0`` (a TemperatureScheduler may change it); ``None`` takes
-            ``distill_loss``'s own temperature, or 4.
+        temperature: softening temperature ``T > 0``, owned here: passed to ``distill_loss`` on every call, moved
+            by a TemperatureScheduler.
         alpha: weight of the KD term in ``[0, 1]``; CE gets ``1 − α`` (a LossWeightScheduler may change it).
         num_classes: classes; inferred from the student when ``None``.
         optimizer: optimizer over the student's (and other trainable) parameters only.
         lr_scheduler: optional LR scheduler; an unset ``total_steps`` (OneCycleLR) is filled in.
         scheduler_interval: ``auto`` (per step when ``total_steps`` was filled, else per epoch), ``step`` or
             ``epoch``.
-        distill_loss: the logit term ``kd`` (default ``KDLoss(temperature)``): any loss module taking
-            ``(student_logits, teacher_logits)`` or ``(student_logits, teacher_logits, targets)``, e.g.
-            ``DKDLoss``, ``DISTLoss``, ``LogitStandardizedKDLoss``, ``ReverseKDLoss``, ``JSKDLoss``. Its
-            ``temperature`` buffer, if any, follows :attr:`temperature`.
+        distill_loss: the logit term ``kd`` (default ``KDLoss()``, forward KL): any loss module taking
+            ``(student_logits, teacher_logits)``, plus ``targets`` and/or ``temperature`` when its ``forward`` names
+            them (they are passed by keyword), e.g. ``KDLoss`` with another ``divergence``, ``DKDLoss``,
+            ``DISTLoss``, ``LogitStandardizedKDLoss``, ``ReverseKDLoss``, ``JSKDLoss``.
         feature_terms: feature/relation loss terms on intermediate layers (see :class:`FeatureTerm`).
-        save_teacher: also store a plain teacher's weights in checkpoints.
-        teacher_eval: keep a plain teacher in eval mode (BN running stats fixed). ``False`` lets ``.train()``
-            reach it, for methods that want teacher BN in train mode.
         compile: compile the student and the teacher networks in place with ``torch.compile`` in
             :meth:`configure_model`.
         channels_last: store the student's and the teacher's weights in ``channels_last`` memory format (in
@@ -87,7 +81,7 @@ class DistillationModule(DistillKnobs, BaseModule):
         teacher: nn.Module,
         student: nn.Module,
         teacher_ckpt: str | None = None,
-        temperature: float | None = None,
+        temperature: float = 4.0,
         alpha: float = 0.9,
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -95,15 +89,12 @@ class DistillationModule(DistillKnobs, BaseModule):
         scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
         distill_loss: nn.Module | None = None,
         feature_terms: list[FeatureTerm] | None = None,
-        save_teacher: bool = False,
-        teacher_eval: bool = True,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, scheduler_interval)
         save_plain_hyperparameters(self)
-        temperature = resolve_temperature(temperature, distill_loss)
-        self.teacher = as_teacher(teacher, teacher_ckpt, teacher_eval, save_teacher)
+        self.teacher = as_teacher(teacher, teacher_ckpt)
         self.student = student
         num_classes = resolve_num_classes(self.teacher.num_classes, student, num_classes)
         self.num_classes = num_classes
@@ -111,9 +102,10 @@ class DistillationModule(DistillKnobs, BaseModule):
         self._compiled = False
         self.channels_last = channels_last
 
-        distill_loss = distill_loss if distill_loss is not None else KDLoss(temperature)
-        self._kd_takes_targets = "targets" in inspect.signature(distill_loss.forward).parameters
-        self.loss_terms = nn.ModuleDict({"ce": nn.CrossEntropyLoss(), "kd": distill_loss})
+        distill_loss = distill_loss if distill_loss is not None else KDLoss()
+        params = inspect.signature(distill_loss.forward).parameters
+        self._kd_takes = {name for name in ("targets", "temperature") if name in params}
+        self.loss_terms = nn.ModuleDict({"kd": distill_loss})
         self.feature_terms = FeatureTerms(feature_terms or [])
         if len(self.feature_terms) and not self.teacher.serves_features:
             raise ValueError(
@@ -122,22 +114,11 @@ class DistillationModule(DistillKnobs, BaseModule):
                 "teacher for feature terms, or drop them."
             )
         self.feature_terms.bind(student, self.teacher.networks)
-        self.init_knobs(temperature, alpha)
+        self.init_temperature_alpha(temperature, alpha)
         self._build_metrics(num_classes)
         self.val_teacher_acc = self.val_acc.clone()
         self.test_teacher_acc = self.test_acc.clone()
         self._records: dict[str, Tensor] = {}
-
-    def on_temperature(self, value: float) -> None:
-        """Keep the KD loss's own temperature (a buffer, a float, or its ``set_temperature``) equal to ``T``."""
-        loss = self.loss_terms["kd"]
-        own = getattr(loss, "temperature", None)
-        if callable(getattr(loss, "set_temperature", None)):
-            loss.set_temperature(value)  # buffer in place (no recompile) and its eager-mode mirror
-        elif isinstance(own, Tensor):
-            own.fill_(value)  # in place: no recompile under torch.compile
-        elif isinstance(own, (float, int)):
-            loss.temperature = float(value)
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -164,7 +145,7 @@ class DistillationModule(DistillKnobs, BaseModule):
 
     def configure_model(self) -> None:
         """With ``compile=True``, compile the student and the teacher networks in place (``Module.compile``:
-        state-dict keys get no ``_orig_mod.`` prefix). Feature hooks are attached first (LIGHTNING.md #16):
+        state-dict keys get no ``_orig_mod.`` prefix). Feature hooks are attached first:
         Dynamo does not guard on module hooks, so a compiled module keeps the hooks it had when traced."""
         if self.channels_last:
             to_channels_last(self.student, *self.teacher.networks)
@@ -203,14 +184,20 @@ class DistillationModule(DistillKnobs, BaseModule):
     def compute_losses(self, student_logits: Tensor, teacher: TeacherOutput, batch: Batch) -> dict[str, Tensor]:
         """Unweighted value of every named term (feature terms read the features captured in this step)."""
         targets = batch.targets
-        kd_args = (targets,) if self._kd_takes_targets else ()
-        losses = {
+        return {
             "ce": F.cross_entropy(student_logits.float(), targets),
-            "kd": self.loss_terms["kd"](student_logits, teacher.logits, *kd_args),
+            "kd": self.kd_term(student_logits, teacher.logits, targets),
+            **(self.feature_terms.compute(batch.index) if len(self.feature_terms) else {}),
         }
-        if len(self.feature_terms):
-            losses.update(self.feature_terms.compute(batch.index))
-        return losses
+
+    def kd_term(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
+        """The logit term: ``distill_loss`` with the module's temperature (and the targets, if it takes them)."""
+        extra: dict[str, Any] = {}
+        if "targets" in self._kd_takes:
+            extra["targets"] = targets
+        if "temperature" in self._kd_takes:
+            extra["temperature"] = self._temperature
+        return self.loss_terms["kd"](student_logits, teacher_logits, **extra)
 
     def weighted_sum(self, terms: dict[str, Tensor]) -> Tensor:
         """``Σ w_name · term_name`` with :attr:`loss_weights`."""

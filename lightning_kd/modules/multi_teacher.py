@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.model_info import infer_num_classes
-from lightning_kd.core.teacher import Teacher, TeacherEnsemble, TeacherOutput
+from lightning_kd.core.teacher import Teacher, TeacherEnsemble
 from lightning_kd.losses import confidence_weights, ensemble_kd_loss, per_teacher_kd
 from lightning_kd.modules.distillation import DistillationModule
 
@@ -59,7 +59,7 @@ class MultiTeacherDistillation(DistillationModule):
         **kwargs: Any,
     ) -> None:
         # the CLI passes the parent's defaults along (None / True): only a value that would matter is refused
-        defaults = {"teacher_ckpt": None, "teacher_eval": True, "distill_loss": None}
+        defaults = {"teacher_ckpt": None, "distill_loss": None}
         for name in ("teacher", *defaults):
             if name in kwargs and (name == "teacher" or kwargs[name] != defaults[name]):
                 raise ValueError(
@@ -115,13 +115,8 @@ class MultiTeacherDistillation(DistillationModule):
             self.record(f"loss_kd_{i}", term)
         return (self.teacher_weights * terms).sum()
 
-    def compute_losses(self, student_logits: Tensor, teacher: TeacherOutput, batch: Batch) -> dict[str, Tensor]:
-        losses = {
-            "ce": self.loss_terms["ce"](student_logits.float(), batch.targets),
-            "kd": self.compute_kd(student_logits, teacher.logits, batch.targets),
-        }
-        losses.update(self.feature_terms.compute(batch.index))
-        return losses
+    def kd_term(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
+        return self.compute_kd(student_logits, teacher_logits, targets)
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         logits = self.forward_student(batch.inputs).float()

@@ -24,7 +24,7 @@ class MutualLearning(BaseModule):
 
     ``loss = Σ_i L_i`` with the per-student losses of :func:`dml_losses`. The paper alternates one update per
     student; here all students step together on the summed loss with one optimizer holding one param group
-    per student (LIGHTNING.md #20): with detached peers this is the same gradient for each student, works
+    per student: with detached peers this is the same gradient for each student, works
     with automatic optimization and raises no DDP unused-parameter error.
 
     Logs ``train/loss``, ``train/loss_<i>``, ``val/acc_<i>`` / ``test/acc_<i>`` per student and ``val/acc`` /
@@ -88,7 +88,7 @@ class MutualLearning(BaseModule):
         return torch.stack([run_model(student, inputs, f"student {i}") for i, student in enumerate(self.students)])
 
     def trainable_parameters(self) -> list[dict[str, Any]]:
-        """One param group per student (LIGHTNING.md #20); BaseModule builds the optimizer and scheduler on them."""
+        """One param group per student; BaseModule builds the optimizer and scheduler on them."""
         return [{"params": [p for p in s.parameters() if p.requires_grad]} for s in self.students]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -136,5 +136,5 @@ class MutualLearning(BaseModule):
 
     def save_student(self, i: int, path: str | os.PathLike) -> None:
         """Write student ``i``'s ``state_dict`` to ``path``: a file ``DistillationModule(teacher_ckpt=path)`` and
-        ``load_teacher_weights`` read."""
+        :func:`~lightning_kd.core.weights.load_weights` read."""
         torch.save(self.export_student(i).state_dict(), path)

@@ -10,14 +10,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite: the run stops, and says which term and what to try."""
-
-
-class DivergedLossError(NonFiniteLossError):
-    """The training loss stayed finite but rose far above where it started (e.g. Adam at a learning rate of 1e6:
-    the loss climbs to ~1e7 and accuracy to chance without ever becoming NaN): the run stops, and says so."""
+from lightning_kd.core.errors import DivergedLossError, NonFiniteLossError
 
 
 def new_step_state() -> SimpleNamespace:
@@ -221,15 +214,3 @@ class StepLogging:
             return {}
         values = {"loss": self._step.loss, **self.step_extras()}
         return dict(zip(values, torch.stack(list(values.values())).float().tolist()))
-
-    def nonfinite_values(self, reset: bool = True) -> list[str]:
-        """If a training loss was NaN or infinite at any step since the last call (one host sync), the names of
-        the non-finite values of the last step (``loss`` at least); else ``[]``."""
-        step = self._step
-        if step.loss_sum is None or bool(torch.isfinite(step.loss_sum)):
-            return []
-        bad = [name for name, value in step.values.items() if not bool(torch.isfinite(value).all())] or ["loss"]
-        if reset:
-            step.loss_sum.zero_()
-            step.checked = (0.0, step.calls)
-        return bad

@@ -11,9 +11,12 @@ Example:
     >>> write_report(result, "out/report")  # doctest: +SKIP
 """
 
+from types import ModuleType as _ModuleType
+
+from lightning_kd.core.model_info import count_parameters
 from lightning_kd.report._extras import MissingExtraError
 from lightning_kd.report.compare import compare_models, write_report
-from lightning_kd.report.cost import count_parameters, file_size, flops_per_sample, measure_latency
+from lightning_kd.report.cost import file_size, flops_per_sample, measure_latency
 from lightning_kd.report.deploy import export_student
 from lightning_kd.report.export import (
     ExportMismatchError,
@@ -38,34 +41,4 @@ from lightning_kd.report.metrics import (
 )
 from lightning_kd.report.plots import plot_confusion_matrices, plot_per_class_accuracy, plot_reliability, write_plots
 
-__all__ = [
-    "ExportMismatchError",
-    "MissingExtraError",
-    "accuracy",
-    "classification_summary",
-    "collect_logits",
-    "collect_pair",
-    "compare_models",
-    "confusion_matrix",
-    "convert_onnx_fp16",
-    "count_parameters",
-    "expected_calibration_error",
-    "export_onnx",
-    "export_pt2",
-    "export_student",
-    "file_size",
-    "flops_per_sample",
-    "kl_teacher_student",
-    "measure_latency",
-    "per_class_accuracy",
-    "plot_confusion_matrices",
-    "plot_per_class_accuracy",
-    "plot_reliability",
-    "quantize_onnx_int8",
-    "reliability_bins",
-    "top1_agreement",
-    "verify_onnx",
-    "verify_pt2",
-    "write_plots",
-    "write_report",
-]
+__all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))

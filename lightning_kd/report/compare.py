@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.core.model_info import count_parameters
 from lightning_kd.report._extras import PLOTS, MissingExtraError, import_extra
 from lightning_kd.report._files import ensure_writable
-from lightning_kd.report.cost import FLOPS_CONVENTION, count_parameters, file_size, flops_per_sample, measure_latency
+from lightning_kd.report.cost import FLOPS_CONVENTION, file_size, flops_per_sample, measure_latency
 from lightning_kd.report.markdown import render_markdown
 from lightning_kd.report.metrics import (
     DataLike,

@@ -25,11 +25,6 @@ from lightning_kd.report.metrics import eval_mode, model_device
 FLOPS_CONVENTION = "torch.utils.flop_counter: 2*M*N*K per matmul/conv (multiply + add), element-wise ops not counted"
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter elements (shared parameters counted once); buffers are not parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 def tile_batch(example: Tensor, batch_size: int) -> Tensor:
     """A ``(batch_size, ...)`` batch made of the samples of ``example`` repeated in order."""
     if len(example) == 0:

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassCalibrationError
 
+from lightning_kd.losses.divergence import kl_rows
+
 DataLike = Iterable[Any] | tuple[Tensor, Tensor] | Tensor
 """A DataLoader (or any iterable) of ``(inputs, targets)``/``(inputs, targets, index)`` tuples or bare input
 tensors; or a pair of tensors ``(inputs, targets)``; or one tensor of inputs."""
@@ -207,7 +209,7 @@ def kl_teacher_student(student_logits: Tensor, teacher_logits: Tensor) -> float:
         raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ.")
     log_p_s = F.log_softmax(student_logits.double(), dim=1)
     log_p_t = F.log_softmax(teacher_logits.double(), dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True).item()
+    return kl_rows(log_p_t, log_p_s).mean().item()
 
 
 def expected_calibration_error(logits: Tensor, targets: Tensor, n_bins: int = 15) -> float:

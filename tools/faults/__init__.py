@@ -1,4 +1,4 @@
-"""The catalogue of faults that ``tools/reliability.py`` runs and ``tests/test_faults.py`` tests.
+"""The catalogue of faults that ``tools/reliability.py`` runs and ``tests/tools/test_fault_catalogue.py`` tests.
 
 Each entry is a small situation set up in a temporary folder with tiny models (``MLP(64, 10, hidden=(16,))``,
 ``SmallCNN(1, 10, widths=(4, 8, 8))``), the digits data and copies of the Fashion-MNIST files, and triggered through

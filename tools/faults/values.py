@@ -44,14 +44,14 @@ def temperature_zero(c: Case) -> Trigger:
 
 @fault(
     "hyper-parameter",
-    r"temperature=2.* distill_loss KDLoss has temperature=4",
+    r"KDLoss has no argument 'temperature'.*distillation module's own setting: set model\.init_args\.temperature",
     bad=("temperature",),
 )
 def temperature_twice(c: Case) -> Trigger:
-    """temperature=2 on the module but KDLoss(temperature=4) as its distill_loss"""
-    from lightning_kd.losses import KDLoss
-
-    return lambda: kd(temperature=2.0, distill_loss=KDLoss(temperature=4.0))
+    """`--model.init_args.distill_loss.init_args.temperature=4`: T set on the loss as well as on the module"""
+    args = recipe(c)
+    loss = "--model.init_args.distill_loss={class_path: lightning_kd.losses.KDLoss, init_args: {temperature: 4.0}}"
+    return lambda: c.cli("fit", *args, loss)
 
 
 @fault(

@@ -1,5 +1,7 @@
 """Logit (response-based) distillation losses."""
 
+from types import ModuleType as _ModuleType
+
 from lightning_kd.losses.logit.adversarial import discriminator_loss, fooling_loss
 from lightning_kd.losses.logit.dist_correlation import DISTLoss, dist_loss
 from lightning_kd.losses.logit.divergence import JSKDLoss, ReverseKDLoss, js_kd_loss, reverse_kd_loss
@@ -10,27 +12,4 @@ from lightning_kd.losses.logit.label_smoothing import LabelSmoothingLoss, label_
 from lightning_kd.losses.logit.logit_standardization import LogitStandardizedKDLoss, logit_standardized_kd_loss
 from lightning_kd.losses.logit.mutual import dml_losses
 
-__all__ = [
-    "DISTLoss",
-    "DKDLoss",
-    "JSKDLoss",
-    "KDLoss",
-    "LabelSmoothingLoss",
-    "LogitStandardizedKDLoss",
-    "ReverseKDLoss",
-    "confidence_weights",
-    "discriminator_loss",
-    "dist_loss",
-    "dml_losses",
-    "ensemble_kd_loss",
-    "fooling_loss",
-    "per_teacher_kd",
-    "dkd_loss",
-    "dkd_terms",
-    "dkd_warmup",
-    "js_kd_loss",
-    "kd_loss",
-    "label_smoothing_loss",
-    "logit_standardized_kd_loss",
-    "reverse_kd_loss",
-]
+__all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))

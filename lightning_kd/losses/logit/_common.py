@@ -38,11 +38,6 @@ def check_logits(logits: Tensor, what: str, min_classes: int = 1) -> None:
         )
 
 
-def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """``KL(p ‖ q)`` of each row from log-probabilities, ``(M, K) -> (M,)``; gradient flows into both."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
-
-
 def as_rows(x: Tensor) -> Tensor:
     """``(N, C, *)`` -> ``(N*, C)`` in fp32: extra dims become more samples (as in :func:`kd_loss`)."""
     x = x.float()

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_kd.losses._shapes import autocast_off
+from lightning_kd.losses.divergence import check_temperature
 from lightning_kd.losses.logit._common import as_rows, check_nonnegative, check_same_logits
-from lightning_kd.losses.logit.kd import _check_temperature
 
 _EPS = 1e-8
 
@@ -70,7 +70,7 @@ def dist_loss(
         True
     """
     _check_weights(beta, gamma)
-    _check_temperature(temperature)
+    check_temperature(temperature)
     check_same_logits(student_logits, teacher_logits, "dist_loss")
     with autocast_off(student_logits):
         p_s = torch.softmax(as_rows(student_logits) / temperature, dim=1)
@@ -81,22 +81,19 @@ def dist_loss(
 
 
 class DISTLoss(nn.Module):
-    """Module form of :func:`dist_loss`; ``beta``/``gamma`` are attributes, ``temperature`` a buffer.
+    """Module form of :func:`dist_loss`; ``beta``/``gamma`` are attributes, the temperature comes with every call
+    (the distillation module's ``T``; DIST's own default is 1).
 
     Example:
-        >>> DISTLoss()(torch.randn(8, 10), torch.randn(8, 10)).shape
+        >>> DISTLoss()(torch.randn(8, 10), torch.randn(8, 10), temperature=1.0).shape
         torch.Size([])
     """
 
-    temperature: Tensor
-
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0) -> None:
         super().__init__()
         _check_weights(beta, gamma)
-        _check_temperature(temperature)
         self.beta = beta
         self.gamma = gamma
-        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
 
-    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return dist_loss(student_logits, teacher_logits, self.beta, self.gamma, self.temperature)
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
+        return dist_loss(student_logits, teacher_logits, self.beta, self.gamma, temperature)

@@ -29,15 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_kd.losses.logit._common import (
-    as_rows,
-    check_logits,
-    check_nonnegative,
-    check_same_logits,
-    kl_rows,
-    target_rows,
-)
-from lightning_kd.losses.logit.kd import _check_temperature
+from lightning_kd.losses.divergence import check_temperature, kl_rows
+from lightning_kd.losses.logit._common import as_rows, check_logits, check_nonnegative, check_same_logits, target_rows
 
 
 def _check_weights(alpha: float | Tensor, beta: float | Tensor) -> None:
@@ -73,7 +66,7 @@ def dkd_terms(
         >>> round(tckd.item(), 4), round(nckd.item(), 4)
         (0.9957, 0.4621)
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     check_same_logits(student_logits, teacher_logits, "dkd_loss")
     check_logits(student_logits, "dkd_loss", min_classes=2)
     y = target_rows(targets, student_logits, "dkd_loss").to(student_logits.device)
@@ -147,27 +140,26 @@ def dkd_warmup(step: int, warmup_steps: int) -> float:
 class DKDLoss(nn.Module):
     """Module form of :func:`dkd_loss`, multiplied by the plain attribute ``scale`` (warm-up factor).
 
-    ``alpha``, ``beta`` and ``scale`` are plain attributes and ``temperature`` a buffer, so a callback may
-    change them; e.g. ``loss.scale = dkd_warmup(trainer.current_epoch + 1, 20)`` reproduces the paper's
-    warm-up. The module never reads the training progress itself.
+    ``alpha``, ``beta`` and ``scale`` are plain attributes, so a callback may change them; e.g. ``loss.scale =
+    dkd_warmup(trainer.current_epoch + 1, 20)`` reproduces the paper's warm-up. The temperature is not a setting:
+    the distillation module owns ``T`` and passes it with every call. The module never reads the training progress
+    itself.
 
     Example:
-        >>> loss = DKDLoss(alpha=1.0, beta=8.0, temperature=4.0)
-        >>> loss(torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))).shape
+        >>> loss = DKDLoss(alpha=1.0, beta=8.0)
+        >>> loss(torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,)), temperature=4.0).shape
         torch.Size([])
     """
 
-    temperature: Tensor
-
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0) -> None:
         super().__init__()
         _check_weights(alpha, beta)
-        _check_temperature(temperature)
         self.alpha = alpha
         self.beta = beta
         self.scale = 1.0
-        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
 
-    def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
-        loss = dkd_loss(student_logits, teacher_logits, targets, self.alpha, self.beta, self.temperature)
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, temperature: float | Tensor = 4.0
+    ) -> Tensor:
+        loss = dkd_loss(student_logits, teacher_logits, targets, self.alpha, self.beta, temperature)
         return loss * self.scale

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.losses.divergence import kl_rows
+
 
 def confidence_weights(teacher_logits: Tensor, targets: Tensor) -> Tensor:
     """CA-MKD per-sample teacher weights ``w_k = (1 − softmax_k(CE_k)) / (K − 1)``, ``CE_k = CE(t_k, y)``.
@@ -69,7 +71,7 @@ def ensemble_kd_loss(
     log_p_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)  # (K, N, C)
     log_mix = torch.logsumexp(weights.float().log()[:, None, None] + log_p_t, dim=0)  # (N, C): log Σ_k w_k p_k
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return F.kl_div(log_p_s, log_mix, reduction="batchmean", log_target=True) * temperature**2
+    return kl_rows(log_mix, log_p_s).mean() * temperature**2
 
 
 def per_teacher_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 4.0) -> Tensor:
@@ -88,5 +90,5 @@ def per_teacher_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: 
         torch.Size([2, 4])
     """
     log_p_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)  # (K, N, C)
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1).expand_as(log_p_t)
-    return F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(-1) * temperature**2
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (N, C), broadcast over K
+    return kl_rows(log_p_t, log_p_s) * temperature**2

@@ -16,10 +16,11 @@ by 9 next to cross-entropy on CIFAR-100 (apply that weight outside the loss).
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from lightning_kd.losses.divergence import check_temperature
 from lightning_kd.losses.logit._common import check_logits, check_same_logits
-from lightning_kd.losses.logit.kd import TemperatureLoss, _check_temperature, kd_loss
+from lightning_kd.losses.logit.kd import kd_loss
 
 _EPS = 1e-7
 
@@ -52,22 +53,20 @@ def logit_standardized_kd_loss(
         >>> logit_standardized_kd_loss(10 * s - 4, s).item() < 1e-6  # shift/scale of the logits is ignored
         True
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     check_same_logits(student_logits, teacher_logits, "logit_standardized_kd_loss")
     check_logits(student_logits, "logit_standardized_kd_loss", min_classes=2)
     return kd_loss(_standardize(student_logits), _standardize(teacher_logits.detach()), temperature)
 
 
-class LogitStandardizedKDLoss(TemperatureLoss):
-    """Module form of :func:`logit_standardized_kd_loss`; ``temperature`` is a buffer a scheduler may overwrite.
+class LogitStandardizedKDLoss(nn.Module):
+    """Module form of :func:`logit_standardized_kd_loss`; the temperature comes with every call (the paper's code
+    uses ``T = 2``: set it on the distillation module).
 
     Example:
-        >>> LogitStandardizedKDLoss(temperature=2.0)(torch.randn(8, 10), torch.randn(8, 10)).shape
+        >>> LogitStandardizedKDLoss()(torch.randn(8, 10), torch.randn(8, 10), temperature=2.0).shape
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 2.0) -> None:  # the paper's code uses T = 2
-        super().__init__(temperature)
-
-    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return logit_standardized_kd_loss(student_logits, teacher_logits, self.t)
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 2.0) -> Tensor:
+        return logit_standardized_kd_loss(student_logits, teacher_logits, temperature)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.losses.divergence import kl_rows
+
 
 def dml_losses(logits: Sequence[Tensor], targets: Tensor, temperature: float = 1.0, kl_weight: float = 1.0) -> Tensor:
     """Per-student Deep Mutual Learning losses.
@@ -41,10 +43,6 @@ def dml_losses(logits: Sequence[Tensor], targets: Tensor, temperature: float = 1
     log_p = [F.log_softmax(z.float() / temperature, dim=-1) for z in logits]  # S × (N, C)
     losses = []
     for i, (z, log_p_i) in enumerate(zip(logits, log_p)):
-        kl = sum(
-            F.kl_div(log_p_i, log_p_j.detach(), reduction="batchmean", log_target=True)
-            for j, log_p_j in enumerate(log_p)
-            if j != i
-        )
+        kl = sum(kl_rows(log_p_j.detach(), log_p_i).mean() for j, log_p_j in enumerate(log_p) if j != i)
         losses.append(F.cross_entropy(z.float(), targets) + kl_weight * temperature**2 * kl / (len(logits) - 1))
     return torch.stack(losses)

@@ -1,4 +1,7 @@
-"""Token-level (language-model) distillation losses: per-token divergences and a chunked lm-head loss."""
+"""Token-level (language-model) distillation losses: per-token divergences (the divergence core on ``(tokens, V)``
+rows), the chunked lm-head loss, the top-k (sparse) teacher's loss, and evaluation sums."""
+
+from types import ModuleType as _ModuleType
 
 from lightning_kd.losses.token.chunked import (
     TokenDistillSums,
@@ -16,26 +19,11 @@ from lightning_kd.losses.token.functional import (
     skew_reverse_kl,
     total_variation,
 )
-from lightning_kd.losses.token.modules import ChunkedTokenDistillLoss, TokenDivergenceLoss
-from lightning_kd.losses.token.sparse import topk_bucket_distill_loss, topk_bucket_logprobs
+from lightning_kd.losses.token.sparse import (
+    decode_lm_topk,
+    topk_bucket_distill_loss,
+    topk_bucket_logprobs,
+    topk_uniform_distill_loss,
+)
 
-__all__ = [
-    "TOKEN_DIVERGENCES",
-    "ChunkedTokenDistillLoss",
-    "TokenDistillSums",
-    "TokenDivergenceLoss",
-    "chunked_cross_entropy",
-    "chunked_token_distill_loss",
-    "forward_kl",
-    "generalized_jsd",
-    "naive_token_distill_loss",
-    "reduce_token_loss",
-    "reverse_kl",
-    "skew_forward_kl",
-    "skew_reverse_kl",
-    "token_divergence",
-    "token_eval_sums",
-    "topk_bucket_distill_loss",
-    "topk_bucket_logprobs",
-    "total_variation",
-]
+__all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from lightning_kd.losses.token.divergences import _vocab_width, check_token_options, token_divergence
+from lightning_kd.losses.divergence import Divergence, as_divergence, check_temperature, shared_width
+from lightning_kd.losses.token.divergences import token_divergence
 
 
 class TokenDistillSums(NamedTuple):
@@ -46,9 +47,7 @@ def _sums_from_logits(
     teacher_logits: Tensor,
     labels: Tensor,
     *,
-    kind: str,
-    beta: float,
-    skew: float,
+    divergence: Divergence,
     temperature: float | Tensor,
     vocab_size: int | None,
     ce: bool,
@@ -60,9 +59,7 @@ def _sums_from_logits(
     div = token_divergence(
         student_logits,
         teacher_logits,
-        kind,
-        beta=beta,
-        skew=skew,
+        divergence,
         temperature=temperature,
         mask=valid,
         vocab_size=vocab_size,
@@ -116,9 +113,7 @@ def chunked_token_distill_loss(
     teacher_bias: Tensor | None,
     labels: Tensor,
     *,
-    kind: str = "forward_kl",
-    beta: float = 0.5,
-    skew: float = 0.1,
+    divergence: Divergence | str = "forward_kl",
     temperature: float | Tensor = 1.0,
     vocab_size: int | None = None,
     chunk_size: int = 256,
@@ -140,7 +135,7 @@ def chunked_token_distill_loss(
         teacher_weight: ``(V', H_t)``.
         teacher_bias: ``(V',)`` or ``None``.
         labels: ``(N,)`` next-token ids; ``ignore_index`` rows add nothing to either sum.
-        kind, beta, skew, temperature, vocab_size, scale_by_t2: as in :func:`token_divergence`.
+        divergence, temperature, vocab_size, scale_by_t2: as in :func:`token_divergence`.
         chunk_size: tokens per chunk; peak memory grows with ``chunk_size × V``, not ``N × V``.
         ce: also compute the cross-entropy sum (else ``ce_sum`` is ``None``).
         ignore_index: label of the rows to skip (padding, prompt tokens).
@@ -152,12 +147,13 @@ def chunked_token_distill_loss(
         >>> h_s = torch.randn(10, 4, requires_grad=True); w_s = torch.randn(7, 4, requires_grad=True)
         >>> labels = torch.tensor([1, 2, 3, -100, 5, 6, 0, 1, -100, 2])
         >>> sums = chunked_token_distill_loss(h_s, w_s, None, torch.randn(10, 6), torch.randn(7, 6), None, labels,
-        ...                                   kind="jsd", chunk_size=4)
+        ...                                   divergence="jsd", chunk_size=4)
         >>> loss = (sums.ce_sum + sums.div_sum) / sums.num_valid
         >>> loss.backward(); sums.num_valid, w_s.grad.shape
         (tensor(8), torch.Size([7, 4]))
     """
-    check_token_options(kind, beta, skew, temperature)
+    divergence = as_divergence(divergence)
+    check_temperature(temperature)
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}; e.g. chunk_size=256.")
     _check_head("student", student_hidden, student_weight, student_bias)
@@ -168,7 +164,7 @@ def chunked_token_distill_loss(
             "have the same tokens (all dims but the last)."
         )
     _check_labels(labels, student_hidden.shape[:-1], "chunked_token_distill_loss")
-    _vocab_width(student_weight.shape[0], teacher_weight.shape[0], vocab_size)  # raises on a silent mismatch
+    shared_width(student_weight.shape[0], teacher_weight.shape[0], vocab_size)  # raises on a silent mismatch
     h_s = student_hidden.reshape(-1, student_hidden.shape[-1])  # (N, H_s)
     h_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])  # (N, H_t)
     w_t = teacher_weight.detach()
@@ -176,9 +172,7 @@ def chunked_token_distill_loss(
     y = labels.reshape(-1)
     fn = partial(
         _chunk_sums,
-        kind=kind,
-        beta=beta,
-        skew=skew,
+        divergence=divergence,
         temperature=temperature,
         vocab_size=vocab_size,
         ce=ce,
@@ -202,9 +196,7 @@ def naive_token_distill_loss(
     teacher_logits: Tensor,
     labels: Tensor,
     *,
-    kind: str = "forward_kl",
-    beta: float = 0.5,
-    skew: float = 0.1,
+    divergence: Divergence | str = "forward_kl",
     temperature: float | Tensor = 1.0,
     vocab_size: int | None = None,
     ce: bool = True,
@@ -220,7 +212,7 @@ def naive_token_distill_loss(
         student_logits: ``(N, V)`` (or ``(*, V)``), already shifted: row ``i`` predicts ``labels[i]``.
         teacher_logits: ``(N, V')``; no gradient flows into it.
         labels: ``(N,)`` next-token ids; ``ignore_index`` rows add nothing to either sum.
-        kind, beta, skew, temperature, vocab_size, ce, ignore_index, scale_by_t2: as in
+        divergence, temperature, vocab_size, ce, ignore_index, scale_by_t2: as in
             :func:`chunked_token_distill_loss`.
 
     Returns:
@@ -231,7 +223,7 @@ def naive_token_distill_loss(
         >>> naive_token_distill_loss(s, t, torch.tensor([0, -100, 4])).div_sum
         tensor(0.)
     """
-    check_token_options(kind, beta, skew, temperature)
+    check_temperature(temperature)
     _check_labels(labels, student_logits.shape[:-1], "naive_token_distill_loss")
     s = student_logits.reshape(-1, student_logits.shape[-1])
     t = teacher_logits.reshape(-1, teacher_logits.shape[-1])
@@ -240,9 +232,7 @@ def naive_token_distill_loss(
         s,
         t,
         y,
-        kind=kind,
-        beta=beta,
-        skew=skew,
+        divergence=as_divergence(divergence),
         temperature=temperature,
         vocab_size=vocab_size,
         ce=ce,

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_kd.losses.token.divergences import _vocab_width, token_divergence
+from lightning_kd.losses.divergence import Divergence, shared_width
+from lightning_kd.losses.token.divergences import token_divergence
 
 Head = tuple[Tensor, Tensor | None]
 
@@ -28,9 +29,7 @@ def token_eval_sums(
     student_head: Head | None = None,
     teacher_head: Head | None = None,
     vocab_size: int | None = None,
-    kind: str = "forward_kl",
-    beta: float = 0.5,
-    skew: float = 0.1,
+    divergence: Divergence | str = "forward_kl",
     temperature: float = 1.0,
     chunk_size: int | None = 1024,
     ignore_index: int = -100,
@@ -44,7 +43,7 @@ def token_eval_sums(
     Returns:
         ``count`` (valid rows), ``ce`` (student next-token cross-entropy), ``correct`` (student top-1 = label);
         with a teacher also ``teacher_ce``, ``teacher_correct``, ``agree`` (student and teacher top-1 equal,
-        over the shared ``vocab_size`` columns) and ``kd`` (the ``kind`` divergence, T² included when T ≠ 1).
+        over the shared ``vocab_size`` columns) and ``kd`` (the ``divergence``, T² included when T ≠ 1).
         All fp32 (``count`` int64), 0-d.
     """
     s_rows = student.reshape(-1, student.shape[-1])
@@ -66,11 +65,9 @@ def token_eval_sums(
         if t_rows is None:
             continue
         t = _rows(t_rows[rows], teacher_head)
-        v = _vocab_width(s.shape[-1], t.shape[-1], vocab_size)
+        v = shared_width(s.shape[-1], t.shape[-1], vocab_size)
         sums["teacher_ce"] += F.cross_entropy(t[:, :v], target, reduction="sum")
         sums["teacher_correct"] += (t[:, :v].argmax(-1) == target).sum()
         sums["agree"] += (s[:, :v].argmax(-1) == t[:, :v].argmax(-1)).sum()
-        sums["kd"] += token_divergence(
-            s, t, kind, beta=beta, skew=skew, temperature=temperature, vocab_size=vocab_size
-        ).sum()
+        sums["kd"] += token_divergence(s, t, divergence, temperature=temperature, vocab_size=vocab_size).sum()
     return sums

@@ -5,13 +5,13 @@ An offline teacher store keeps, per token, the ``k`` most likely next tokens and
 total. Two ways to compare the student with that:
 
 - ``uniform``: rebuild a full distribution by spreading ``r_T`` evenly over the ``V − k`` other tokens
-  (:func:`~lightning_kd.cache.lm_store.decode_lm_topk`) and take the divergence over all ``V`` tokens. It asserts
+  (:func:`decode_lm_topk`, :func:`topk_uniform_distill_loss`) and take the divergence over all ``V`` tokens. It asserts
   something the teacher never said — that its tail is flat — and pulls the student's tail towards it: on the CPU
   protocol at ``k = 32`` of 4096 it lost most of live KD's gain (``docs/results.md``).
 - ``bucket`` (this module): the divergence between the two *coarse-grained* distributions over the ``k`` stored
   tokens plus one bucket "anything else", the student's bucket holding ``r_S = 1 − Σ_topk p_S`` (a log-sum-exp
   from the kept mass, differentiable). Everything in it is what the teacher said; how the student
-  shares its tail mass is left free. Every divergence of :data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES`
+  shares its tail mass is left free. Every divergence of the core (:mod:`lightning_kd.losses.divergence`)
   applies unchanged to the ``k + 1`` buckets (a coarse-graining, so by the data-processing inequality the value is
   at most the full divergence). With ``k = V`` there is no tail and it is the full divergence.
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_kd.losses.divergence import Divergence
 from lightning_kd.losses.token.chunked import TokenDistillSums, naive_token_distill_loss
 
 
@@ -86,23 +87,21 @@ def topk_bucket_distill_loss(
     topk_ids: Tensor,
     labels: Tensor,
     *,
-    kind: str = "forward_kl",
-    beta: float = 0.5,
-    skew: float = 0.1,
+    divergence: Divergence | str = "forward_kl",
     temperature: float = 1.0,
     vocab_size: int | None = None,
     ce: bool = True,
     ignore_index: int = -100,
 ) -> TokenDistillSums:
     """The sums of :func:`~lightning_kd.losses.token.naive_token_distill_loss` against a top-``k`` teacher: the
-    ``kind`` divergence between the ``k + 1``-bucket distributions (:func:`topk_bucket_logprobs`, ``T²``
+    ``divergence`` between the ``k + 1``-bucket distributions (:func:`topk_bucket_logprobs`, ``T²``
     applied), and the student's next-token cross-entropy over its full head.
 
     Args:
         student_logits: ``(..., V)``, already shifted (row ``i`` predicts ``labels[i]``).
         topk_logprobs, topk_ids: ``(..., k)``, the teacher's top ``k`` at temperature ``temperature``.
         labels: ``(...)`` next-token ids; ``ignore_index`` rows add nothing.
-        kind, beta, skew: the divergence (:data:`~lightning_kd.losses.token.TOKEN_DIVERGENCES`).
+        divergence: a :class:`~lightning_kd.losses.divergence.Divergence` or a kind's name.
         temperature: the store's ``T``.
         vocab_size: the columns the store's ids index (a padded student head is cut to them); ``None``: all.
         ce: also return the cross-entropy sum.
@@ -114,8 +113,8 @@ def topk_bucket_distill_loss(
     log_s, log_t = _buckets(log_full, topk_logprobs, topk_ids)
     # log-probabilities times T are logits whose softening by T gives back exactly these distributions
     sums = naive_token_distill_loss(
-        log_s * temperature, log_t * temperature, labels, kind=kind, beta=beta, skew=skew,
-        temperature=temperature, ce=False, ignore_index=ignore_index,
+        log_s * temperature, log_t * temperature, labels, divergence=divergence, temperature=temperature,
+        ce=False, ignore_index=ignore_index,
     )  # fmt: skip
     if not ce:
         return sums
@@ -126,3 +125,58 @@ def topk_bucket_distill_loss(
         rows = student_logits.reshape(-1, student_logits.shape[-1]).float()
         ce_sum = F.cross_entropy(rows, y, ignore_index=ignore_index, reduction="sum")
     return TokenDistillSums(ce_sum, sums.div_sum, sums.num_valid)
+
+
+def decode_lm_topk(logprobs: Tensor, ids: Tensor, vocab_size: int) -> Tensor:
+    """Log-probabilities ``(..., V)`` rebuilt from the top ``k``: exact at ``ids``, the remaining mass
+    ``r = 1 − Σ exp(logprobs)`` spread uniformly over the other ``V − k`` tokens (``k = V``: exact everywhere).
+
+    ``softmax`` of the result is the rebuilt distribution (the values are log-probabilities up to fp16 rounding,
+    so they need not sum to exactly 1: use them as logits).
+
+    Example:
+        >>> lp = torch.log(torch.tensor([[0.5, 0.3]])); ids = torch.tensor([[2, 0]])
+        >>> [round(x, 4) for x in decode_lm_topk(lp, ids, 4).exp()[0].tolist()]
+        [0.3, 0.1, 0.5, 0.1]
+    """
+    logprobs = logprobs.float()
+    k = ids.shape[-1]
+    if k > vocab_size:
+        raise ValueError(f"the store keeps k={k} tokens but the vocabulary has {vocab_size}.")
+    if k == vocab_size:
+        out = torch.empty(*ids.shape[:-1], vocab_size, dtype=torch.float32, device=logprobs.device)
+        return out.scatter_(-1, ids.long(), logprobs)
+    kept = logprobs.exp().sum(-1, keepdim=True)
+    # the tail's total mass; floored so a top-k holding (numerically) all the mass gives a finite, tiny tail
+    rest = (1.0 - kept).clamp_min(1e-12)
+    fill = torch.log(rest / (vocab_size - k))
+    out = fill.expand(*ids.shape[:-1], vocab_size).contiguous()
+    return out.scatter_(-1, ids.long(), logprobs)
+
+
+def topk_uniform_distill_loss(
+    student_logits: Tensor,
+    topk_logprobs: Tensor,
+    topk_ids: Tensor,
+    labels: Tensor,
+    *,
+    divergence: Divergence | str = "forward_kl",
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    ce: bool = True,
+    ignore_index: int = -100,
+) -> TokenDistillSums:
+    """The sums of :func:`topk_bucket_distill_loss` with the ``uniform`` tail: the teacher's full distribution
+    rebuilt by :func:`decode_lm_topk` over the ``vocab_size`` compared columns (all of the student's when
+    ``None``), then the divergence over the whole vocabulary (``T²`` applied) and the student's CE.
+
+    Args: as :func:`topk_bucket_distill_loss`.
+    """
+    width = vocab_size if vocab_size is not None else student_logits.shape[-1]
+    _check_shapes(student_logits[..., :width], topk_logprobs, topk_ids)
+    # the rebuilt log-probabilities times T are logits whose softening by T gives back the stored distribution
+    teacher_logits = temperature * decode_lm_topk(topk_logprobs, topk_ids, width)
+    return naive_token_distill_loss(
+        student_logits, teacher_logits, labels, divergence=divergence, temperature=temperature,
+        vocab_size=vocab_size, ce=ce, ignore_index=ignore_index,
+    )  # fmt: skip

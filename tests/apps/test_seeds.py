@@ -1,0 +1,153 @@
+"""``lightning-kd seeds``: every (run, seed) in its own process, resumable, failures reported, honest tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_kd.apps.seeds import main as seeds_main
+from lightning_kd.apps.seeds import read_study
+from lightning_kd.apps.seeds_table import write_tables
+
+REPO = Path(__file__).resolve().parents[2]
+BASE, STUDENT = str(REPO / "configs/digits/base.yaml"), str(REPO / "configs/digits/student.yaml")
+TINY = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"]
+
+
+def _write_study(tmp_path: Path, **extra) -> Path:
+    study = {
+        "seeds": [0, 1],
+        "baseline": "student",
+        "metrics": ["test/acc"],
+        "args": TINY,
+        "runs": {
+            "student": {"configs": [BASE, STUDENT]},
+            "student_lr_high": {"configs": [BASE, STUDENT], "args": ["--model.optimizer.init_args.lr=0.03"]},
+        },
+        **extra,
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_study_runs_every_seed_and_tables_agree_with_the_result_files(tmp_path, capsys):
+    study = _write_study(tmp_path)
+    out = tmp_path / "out"
+    seeds_main([str(study), "--out", str(out)])
+    results = {
+        (run, seed): json.loads((out / run / f"seed_{seed}" / "result.json").read_text())
+        for run in ("student", "student_lr_high")
+        for seed in (0, 1)
+    }
+    assert all(r["status"] == "ok" for r in results.values())
+    for (run, seed), r in results.items():
+        assert f"--seed_everything={seed}" in r["commands"][0]
+        assert (out / run / f"seed_{seed}" / "model.ckpt").is_file()
+        assert 0.0 <= r["metrics"]["test/acc"] <= 1.0
+    # different seeds give different students (the seed reaches the run)
+    assert results["student", 0]["metrics"] != results["student", 1]["metrics"]
+    table = json.loads((out / "results.json").read_text())
+    rows = {row["run"]: row["metrics"]["test/acc"] for row in table["rows"]}
+    for run in ("student", "student_lr_high"):
+        values = [results[run, s]["metrics"]["test/acc"] for s in (0, 1)]
+        assert rows[run]["mean"] == pytest.approx(statistics.fmean(values))
+        assert rows[run]["std"] == pytest.approx(statistics.stdev(values))
+    diffs = [
+        results["student_lr_high", s]["metrics"]["test/acc"] - results["student", s]["metrics"]["test/acc"]
+        for s in (0, 1)
+    ]
+    assert rows["student_lr_high"]["diff"]["mean"] == pytest.approx(statistics.fmean(diffs))
+    md = (out / "results.md").read_text()
+    assert "| student |" in md and "| student_lr_high |" in md and "lightning-kd fit" in md
+    assert (out / "results.csv").read_text().count("\n") == 1 + 4
+
+    # a second invocation keeps what finished: no result file is rewritten
+    stamps = {k: os.stat(out / k[0] / f"seed_{k[1]}" / "result.json").st_mtime_ns for k in results}
+    seeds_main([str(study), "--out", str(out)])
+    assert "done before, kept" in capsys.readouterr().out
+    assert stamps == {k: os.stat(out / k[0] / f"seed_{k[1]}" / "result.json").st_mtime_ns for k in results}
+
+
+def test_a_failed_seed_is_reported_and_left_out_of_the_mean(tmp_path):
+    study = _write_study(tmp_path, seeds=[0])
+    out = tmp_path / "out"
+    seeds_main([str(study), "--out", str(out), "--only", "student"])
+    # a recipe whose fit fails (an argument the model does not take)
+    broken = yaml.safe_load(study.read_text())
+    broken["runs"]["student_lr_high"]["args"] = ["--model.init_args.no_such_argument=1"]
+    study.write_text(yaml.safe_dump(broken))
+    seeds_main([str(study), "--out", str(out)])
+    failed = json.loads((out / "student_lr_high" / "seed_0" / "result.json").read_text())
+    assert failed["status"] == "failed"
+    assert "no_such_argument" in (out / "student_lr_high" / "seed_0" / "log.txt").read_text()
+    md = (out / "results.md").read_text()
+    assert "failed seeds [0] (not averaged)" in md
+    row = next(r for r in json.loads((out / "results.json").read_text())["rows"] if r["run"] == "student_lr_high")
+    assert row["seeds"] == [] and row["metrics"]["test/acc"]["per_seed"] == {}
+
+
+def test_tables_from_hand_made_results(tmp_path):
+    """Mean, sample std, paired differences and the noise verdict against values worked out by hand."""
+    study = {"name": "hand", "runs": {"a": {}, "b": {}}, "baseline": "a", "metrics": ["test/acc"]}
+    values = {"a": [0.90, 0.92, 0.94], "b": [0.95, 0.96, 0.97]}
+    for run, accs in values.items():
+        for seed, acc in enumerate(accs):
+            folder = tmp_path / run / f"seed_{seed}"
+            folder.mkdir(parents=True)
+            (folder / "result.json").write_text(
+                json.dumps({"status": "ok", "metrics": {"test/acc": acc}, "fit_seconds": 10.0, "commands": ["x"]})
+            )
+    rows = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0, 1, 2])["rows"]}
+    assert rows["a"]["mean"] == pytest.approx(0.92) and rows["a"]["std"] == pytest.approx(0.02)
+    assert rows["b"]["mean"] == pytest.approx(0.96) and rows["b"]["std"] == pytest.approx(0.01)
+    # paired: 0.05, 0.04, 0.03 -> mean 0.04, std 0.01; |0.96 - 0.92| = 0.04 > 0.02 + 0.01 -> beyond noise
+    assert rows["b"]["diff"]["mean"] == pytest.approx(0.04) and rows["b"]["diff"]["std"] == pytest.approx(0.01)
+    assert rows["b"]["beyond_noise"] is True
+    md = (tmp_path / "results.md").read_text()
+    assert "| b | 96.00 ± 1.00 | 95.00 / 96.00 / 97.00 | 4.00 ± 1.00 | yes |" in md
+    assert "not run yet" not in md
+    one = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0])["rows"]}
+    assert one["b"]["beyond_noise"] is None  # one seed: no spread, no verdict
+    assert "| b | 95.00 ± 0.00 | 95.00 | 5.00 ± 0.00 | – |" in (tmp_path / "results.md").read_text()
+    rows = {r["run"]: r for r in write_tables(study, tmp_path, [0, 1, 2, 3])["rows"]}
+    assert rows["b"]["missing"] == [3]
+    assert "not run yet: seeds [3]" in (tmp_path / "results.md").read_text()
+
+
+def test_study_file_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist; see configs/studies/"):
+        read_study(tmp_path / "nope.yaml")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": ["missing.yaml"]}}}))
+    with pytest.raises(FileNotFoundError, match=r"run 'a' names \['missing.yaml'\], which do not exist"):
+        read_study(path)
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "baseline": "b"}))
+    with pytest.raises(ValueError, match=r"baseline 'b' is not one of the runs \['a'\]"):
+        read_study(path)
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "sedes": [1]}))
+    with pytest.raises(ValueError, match=r"unknown keys \['sedes'\]"):
+        read_study(path)
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "evaluate": "predict"}))
+    with pytest.raises(ValueError, match=r"evaluate must be 'test' or 'validate', got 'predict'"):
+        read_study(path)
+    with pytest.raises(SystemExit):
+        seeds_main([str(_write_study(tmp_path)), "--only", "nope"])
+
+
+def test_shipped_studies_parse():
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        for path in sorted((REPO / "configs/studies").glob("*.yaml")):
+            study = read_study(path)
+            assert study["baseline"] in study["runs"]
+            covered = {n for names in (study.get("parts") or {}).values() for n in names}
+            assert not study.get("parts") or covered == set(study["runs"]), f"{path}: a run is in no part"
+    finally:
+        os.chdir(cwd)
