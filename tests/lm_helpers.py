@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_kd.data.text import PackedTextDataModule
 from lightning_kd.models.language import llama_lm
 
 V = 300
@@ -27,15 +25,6 @@ def write_corpus(folder: Path, n: int = 14, offset: int = 0) -> Path:
         body = "".join(f"def {name}_{j}(x, y={j}):\n    return x * {i} + y - {j}\n" for j in range(20))
         (folder / f"mod_{i:02d}.py").write_text(f'"""Module {i}."""\n\n{body}', encoding="utf-8")
     return folder
-
-
-@pytest.fixture
-def text_dm(tmp_path) -> PackedTextDataModule:
-    corpus = write_corpus(tmp_path / "corpus")
-    return PackedTextDataModule(
-        text_dir=str(corpus), pattern="*.py", vocab_size=V, val_fraction=0.3, cache_dir=str(tmp_path / "cache"),
-        seq_len=16, batch_size=4,
-    )  # fmt: skip
 
 
 def trainer(tmp_path, **kwargs) -> L.Trainer:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.helpers import FMNIST_DIR, REPO
 
 from lightning_kd.apps.cli import build_cli
+from tests.helpers import FMNIST_DIR, REPO
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -83,7 +83,7 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
         args += ["--data.init_args.val_fraction=0.3", f"--data.init_args.cache_dir={tmp_path / 'lm_data'}"]
     teacher = init.get("teacher") or {}
     if teacher.get("class_path") == "lightning_kd.CachedTeacher":  # a 1-epoch cache of a tiny teacher first
-        from lightning_kd.cache.build import build_from_recipe
+        from lightning_kd.apps.cache import build_from_recipe
 
         tiny = {"class_path": "lightning_kd.models.MLP", "init_args": {"in_features": 784, "hidden": [8]}}
         cached = {"path": str(tmp_path / "cache"), "model": tiny, "ckpt": None}
@@ -91,7 +91,7 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
         args.append(f"--model.init_args.teacher={yaml.safe_dump(teacher, default_flow_style=True).strip()}")
         build_from_recipe([REPO / f for f in recipe], None, 1, args)
     if teacher.get("class_path") == "lightning_kd.CachedLMTeacher":  # a top-8 store of the untrained teacher first
-        from lightning_kd.cache import lm_teacher
+        from lightning_kd.apps import cache_lm
 
         llama = {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_position": 64}
         tiny = {"class_path": "lightning_kd.models.llama_lm", "init_args": llama}
@@ -102,7 +102,7 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
                 {"class_path": teacher["class_path"], "init_args": cached}, default_flow_style=True
             ).strip()
         )
-        lm_teacher.build_from_recipe([str(REPO / f) for f in recipe], args, k=8)
+        cache_lm.build_from_recipe([str(REPO / f) for f in recipe], args, k=8)
     return args
 
 

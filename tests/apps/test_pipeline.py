@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.helpers import REPO
 
 from lightning_kd.apps.pipeline import expand_stages, main, run_pipeline
+from tests.helpers import REPO
 
 FAST = [
     "--trainer.max_epochs=1",

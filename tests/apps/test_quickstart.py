@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers import REPO
 
 from lightning_kd.apps.quickstart import format_table, main, run
+from tests.helpers import REPO
 
 
 def test_quickstart_distils_and_reuses_the_teacher(tmp_path, capsys):

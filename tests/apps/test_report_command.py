@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.helpers import REPO
 
 from lightning_kd.apps import quickstart
 from lightning_kd.apps.cli import build_cli
@@ -19,6 +18,7 @@ from lightning_kd.apps.report import main, report_from_checkpoints
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.modules.distillation import DistillationModule
+from tests.helpers import REPO
 
 RECIPE = [str(REPO / "configs" / "digits" / "base.yaml"), str(REPO / "configs" / "digits" / "kd.yaml")]
 QUICK = ["--threads", "1", "--batch-sizes", "1", "8", "--max-time", "0.05"]

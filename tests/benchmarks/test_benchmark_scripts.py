@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.helpers import FMNIST_DIR, REPO, make_student
 
 from lightning_kd import DistillationModule, FeatureTerm
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import ATLoss
 from lightning_kd.models import MLP, SmallCNN
+from tests.helpers import FMNIST_DIR, REPO, make_student
 
 FM_CASES = {"hand_loop", "default_fit", "fast_fit"}
 IN_CASES = {

@@ -213,7 +213,7 @@ def test_overwrite_reaches_the_build_from_a_recipe_and_the_command_line(tmp_path
         trainer=SimpleNamespace(max_epochs=1, precision="32-true"),
         datamodule=_digits(),
     )
-    monkeypatch.setattr("lightning_kd.apps.cli.build_cli", lambda args, run=False: cli)
+    monkeypatch.setattr(cache_app, "build_cli", lambda args, run=False: cli)
     with untouched(path), pytest.raises(FileExistsError, match="built for something else"):
         build_from_recipe("recipe.yaml", out=path, device="cpu")
     assert build_from_recipe("recipe.yaml", out=path, device="cpu", overwrite=True).meta["teacher"] != ""

@@ -12,14 +12,14 @@ import yaml
 
 pytest.importorskip("transformers")
 
-from tests.lm_helpers import V, tiny, write_corpus  # noqa: E402
-
+from lightning_kd.apps.cache_lm import main as cache_lm_main  # noqa: E402
+from lightning_kd.cache.lm_build import build_lm_store  # noqa: E402
 from lightning_kd.cache.lm_store import LMTeacherStore, topk_logprobs  # noqa: E402
-from lightning_kd.losses.token import decode_lm_topk  # noqa: E402
-from lightning_kd.cache.lm_teacher import CachedLMTeacher, build_lm_store  # noqa: E402
-from lightning_kd.cache.lm_teacher import main as cache_lm_main  # noqa: E402
+from lightning_kd.cache.lm_teacher import CachedLMTeacher  # noqa: E402
 from lightning_kd.data.text import PackedTextDataModule  # noqa: E402
+from lightning_kd.losses.token import decode_lm_topk  # noqa: E402
 from lightning_kd.modules.causal_lm import CausalLMDistillation  # noqa: E402
+from tests.lm_helpers import V, tiny, write_corpus  # noqa: E402
 
 
 def make_dm(tmp_path, with_indices=True, **kw) -> PackedTextDataModule:

@@ -9,18 +9,18 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from tests.helpers import make_student, make_teacher
 from torch.utils.data import DataLoader, Sampler
 
-from lightning_kd.cache import CachedTeacher, CachedTeacherDistillation, TeacherCache, decode_topk, encode_topk
+from lightning_kd.cache import CachedTeacher, TeacherCache, decode_topk, encode_topk
 from lightning_kd.cache import store as cache_module
 from lightning_kd.cache.build import build_teacher_cache
 from lightning_kd.data import DigitsDataModule, random_crop_flip
 from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, sample_hash
 from lightning_kd.data.base import _keep_batch
-from lightning_kd.data.indexed import IndexedDataset
+from lightning_kd.data.with_index import IndexedDataset
 from lightning_kd.losses import kd_loss
 from lightning_kd.modules.distillation import DistillationModule
+from tests.helpers import make_student, make_teacher
 
 M64 = (1 << 64) - 1
 
@@ -337,14 +337,10 @@ def test_resume_after_an_epoch_looks_up_and_steps_as_a_straight_run(tmp_path, te
         torch.testing.assert_close(resumed.student.state_dict()[k], v)
 
 
-def test_cached_teacher_serves_no_feature_terms_and_the_old_name_still_builds(tmp_path, teacher):
+def test_cached_teacher_serves_no_feature_terms(tmp_path, teacher):
     from lightning_kd import FeatureTerm
     from lightning_kd.losses import FeatureMatchLoss
 
     term = FeatureTerm("hint", FeatureMatchLoss(), [""], [""])
     with pytest.raises(ValueError, match="need the teacher's intermediate features, which a CachedTeacher cannot"):
         DistillationModule(CachedTeacher(tmp_path / "c", model=teacher), make_student(), feature_terms=[term])
-    with pytest.warns(DeprecationWarning, match="CachedTeacherDistillation is deprecated"):
-        old = CachedTeacherDistillation(teacher, make_student(), teacher_cache=str(tmp_path / "c"), alpha=0.5)
-    assert isinstance(old, DistillationModule) and isinstance(old.teacher, CachedTeacher)
-    assert old.teacher.path == str(tmp_path / "c") and old.alpha == 0.5

@@ -6,12 +6,12 @@ import math
 
 import lightning as L
 import pytest
-from tests.helpers import make_student, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd import DistillationModule
 from lightning_kd.callbacks import LossWeightScheduler, TemperatureScheduler
 from lightning_kd.core.schedules import schedule_value
+from tests.helpers import make_student, make_teacher
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from tests.helpers import MemoryLogger, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd import DistillationModule, FeatureTerm
@@ -13,6 +12,7 @@ from lightning_kd.callbacks import FeatureHooks
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import ATLoss, CRDLoss, FitNetLoss, RKDLoss, at_loss, fitnet_loss
 from lightning_kd.models import SmallCNN
+from tests.helpers import MemoryLogger, make_teacher
 
 
 def cnn_student():

@@ -12,8 +12,6 @@ import torch
 
 from lightning_kd.core.teacher import Teacher
 from lightning_kd.core.weights import load_weights
-from lightning_kd.data import FashionMNISTDataModule
-from lightning_kd.data.fashion_mnist import ENV_VAR
 from tests.helpers import make_student, untouched
 
 REBUILD = re.escape("rebuild it with `lightning-kd cache --config <recipe.yaml> --overwrite`")
@@ -188,19 +186,3 @@ def test_a_checkpoint_to_resume_is_checked_before_lightning_reads_it(tmp_path, m
     with untouched(run), pytest.raises(error, match=rf"^--ckpt_path {re.escape(repr(path))} {match}"):
         read_run_checkpoint(path)
     assert read_run_checkpoint(last)["global_step"] == 2
-
-
-def test_a_data_dir_lacking_a_file_is_never_passed_over_for_another_folder(tmp_path, monkeypatch):
-    mine = _fake_fmnist(tmp_path / "mine")
-    (mine / "t10k-labels-idx1-ubyte.gz").unlink()
-    monkeypatch.setenv(ENV_VAR, str(_fake_fmnist(tmp_path / "env")))
-    with (
-        untouched(mine),
-        pytest.raises(
-            FileNotFoundError,
-            match=rf"data_dir '{mine}' lacks t10k-labels-idx1-ubyte \(as \.gz or not\), so the run would train on the "
-            rf"files in {tmp_path / 'env'} instead; copy the missing file\(s\) into '{mine}', or unset data_dir",
-        ),
-    ):
-        FashionMNISTDataModule(data_dir=str(mine)).setup()
-    FashionMNISTDataModule(data_dir=str(tmp_path / "nothing-here")).setup()  # no such folder: the search goes on

@@ -20,7 +20,7 @@ from tests.helpers import untouched
 REBUILD = re.escape("rebuild it with `lightning-kd cache --config <recipe.yaml> --overwrite`")
 
 
-# -- IDX files and Fashion-MNIST (data/idx.py, data/fashion_mnist.py) -----------------------------------------
+# -- IDX files and Fashion-MNIST (data/idx_files.py, data/fashion_mnist.py) -----------------------------------------
 def _write_idx(path: Path, array: torch.Tensor, code: int = 0x08) -> None:
     header = bytes([0, 0, code, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)
     path.write_bytes(gzip.compress(header + array.numpy().tobytes()))
@@ -33,6 +33,22 @@ def _fake_fmnist(folder: Path, n_train: int = 6, n_test: int = 4) -> Path:
         _write_idx(folder / f"{img}.gz", torch.arange(n * 784).remainder(256).to(torch.uint8).reshape(n, 28, 28))
         _write_idx(folder / f"{lab}.gz", torch.arange(n).remainder(10).to(torch.uint8))
     return folder
+
+
+def test_a_data_dir_lacking_a_file_is_never_passed_over_for_another_folder(tmp_path, monkeypatch):
+    mine = _fake_fmnist(tmp_path / "mine")
+    (mine / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv(ENV_VAR, str(_fake_fmnist(tmp_path / "env")))
+    with (
+        untouched(mine),
+        pytest.raises(
+            FileNotFoundError,
+            match=rf"data_dir '{mine}' lacks t10k-labels-idx1-ubyte \(as \.gz or not\), so the run would train on the "
+            rf"files in {tmp_path / 'env'} instead; copy the missing file\(s\) into '{mine}', or unset data_dir",
+        ),
+    ):
+        FashionMNISTDataModule(data_dir=str(mine)).setup()
+    FashionMNISTDataModule(data_dir=str(tmp_path / "nothing-here")).setup()  # no such folder: the search goes on
 
 
 def test_fake_fashion_mnist_files_load(tmp_path):

@@ -199,11 +199,11 @@ def test_non_finite_inputs_are_refused_naming_the_split_and_samples():
 @pytest.mark.parametrize("fault", ["label", "nan"])
 def test_the_first_validation_batch_of_plain_loaders_is_checked(trainer_factory, fault):
     """The sanity check's validation batch comes before any training batch: it is checked too."""
-    from conftest import make_student
     from torch.utils.data import DataLoader, TensorDataset
 
     from lightning_kd import ClassificationModule
     from lightning_kd.core.data_checks import LabelError, NonFiniteInputError
+    from tests.helpers import make_student
 
     x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
     if fault == "label":

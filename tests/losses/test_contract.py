@@ -63,7 +63,21 @@ TARGET_PAIRS = [
 ]
 
 # Exports that are helpers, not losses: no contract case.
-HELPERS = {"dkd_warmup", "confidence_weights", "TOKEN_DIVERGENCES", "TokenDistillSums", "reduce_token_loss"}
+HELPERS = {
+    "dkd_warmup",
+    "confidence_weights",
+    "TOKEN_DIVERGENCES",
+    "TokenDistillSums",
+    "reduce_token_loss",
+    "Divergence",  # the options object: its rows are checked through divergence_rows
+    "divergence_kinds",
+    "kl_rows",  # a primitive on two log-probability tensors (gradient to both by design), used by every divergence
+    "decode_lm_topk",  # rebuilds a stored teacher distribution: no student side
+    "topk_bucket_logprobs",  # the two bucketed distributions; their loss is topk_bucket_distill_loss
+    "token_eval_sums",  # evaluation sums under no_grad
+    "Embed",  # CRD's projection head and memory bank: checked through CRDLoss
+    "ContrastMemory",
+}
 
 
 def _plain(loss: Callable[..., Tensor], s_shapes: list, t_shapes: list) -> Callable[[], Case]:
@@ -139,9 +153,13 @@ def _token(fn: Callable[..., Tensor], **options: float) -> Callable[[], Case]:
     )
 
 
-def _token_module() -> Case:
-    module = losses.TokenDivergenceLoss("jsd", beta=0.3, temperature=2.0)
-    return Case(lambda s, t: module(s[0], t[0], TOKEN_MASK), [_leaf(6, 11)], [_leaf(6, 11)])
+def _divergence_rows() -> Case:
+    jsd = losses.Divergence("jsd", beta=0.3)
+    return Case(
+        lambda s, t: losses.divergence_rows(s[0], t[0], jsd, 2.0, mask=TOKEN_MASK).sum() / TOKEN_MASK.sum(),
+        [_leaf(6, 11)],
+        [_leaf(6, 11)],
+    )
 
 
 TOKEN_LABELS = torch.tensor([3, -100, 0, 9, -100, 5])
@@ -162,21 +180,51 @@ def _chunked_function() -> Case:
     )
 
 
-def _chunked_module() -> Case:
-    module = losses.ChunkedTokenDistillLoss("reverse_kl", chunk_size=4)
+def _topk_uniform() -> Case:
+    # the teacher's top-3 log-probabilities of a 10-token vocabulary: the stored side, no gradient to it
     return Case(
-        lambda s, t: _chunked_sums(module(s[0], s[1], None, t[0], t[1], None, TOKEN_LABELS)),
-        [_leaf(6, 8), _leaf(10, 8)],
-        [_leaf(6, 12), _leaf(10, 12)],
-        pure_math=False,
+        lambda s, t: _chunked_sums(
+            losses.topk_uniform_distill_loss(
+                s[0], t[0].log_softmax(-1).topk(3).values, torch.arange(3).expand(6, 3), TOKEN_LABELS
+            )
+        ),
+        [_leaf(6, 10)],
+        [_leaf(6, 10)],
+        pure_math=False,  # the stored side is made in the call, under autocast
     )
 
 
 def _naive_token() -> Case:
     return Case(
-        lambda s, t: _chunked_sums(losses.naive_token_distill_loss(s[0], t[0], TOKEN_LABELS, kind="tv")),
+        lambda s, t: _chunked_sums(losses.naive_token_distill_loss(s[0], t[0], TOKEN_LABELS, divergence="tv")),
         [_leaf(6, 10)],
         [_leaf(6, 10)],
+        pure_math=False,  # the stored side is made in the call, under autocast
+    )
+
+
+def _topk_bucket() -> Case:
+    return Case(
+        lambda s, t: _chunked_sums(
+            losses.topk_bucket_distill_loss(
+                s[0], t[0].log_softmax(-1).topk(3).values, torch.arange(3).expand(6, 3), TOKEN_LABELS, divergence="jsd"
+            )
+        ),
+        [_leaf(6, 10)],
+        [_leaf(6, 10)],
+        pure_math=False,  # the stored side is made in the call, under autocast
+    )
+
+
+def _chunked_ce() -> Case:
+    # the student alone (no teacher): the chunked head's cross-entropy
+    return Case(
+        lambda s, t: (lambda ce, n: ce / n)(
+            *losses.chunked_cross_entropy(s[0], s[1], None, TOKEN_LABELS, chunk_size=4)
+        ),
+        [_leaf(6, 8), _leaf(10, 8)],
+        [],
+        pure_math=False,
     )
 
 
@@ -192,10 +240,12 @@ CASES: dict[str, Callable[[], Case]] = {
     "skew_forward_kl": _token(losses.skew_forward_kl, skew=0.1),
     "skew_reverse_kl": _token(losses.skew_reverse_kl, skew=0.1),
     "total_variation": _token(losses.total_variation),
-    "token_divergence": _token(losses.token_divergence, beta=0.5),
-    "TokenDivergenceLoss": _token_module,
+    "token_divergence": _token(losses.token_divergence, divergence=losses.Divergence("jsd", beta=0.5)),
+    "divergence_rows": _divergence_rows,
     "chunked_token_distill_loss": _chunked_function,
-    "ChunkedTokenDistillLoss": _chunked_module,
+    "topk_uniform_distill_loss": _topk_uniform,
+    "topk_bucket_distill_loss": _topk_bucket,
+    "chunked_cross_entropy": _chunked_ce,
     "naive_token_distill_loss": _naive_token,
     "vid_loss": _vid_function,
     "VIDLoss": _vid_module,

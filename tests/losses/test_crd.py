@@ -11,7 +11,7 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader
 
 from lightning_kd.data.base import TensorClassificationDataset
-from lightning_kd.data.indexed import IndexedDataset
+from lightning_kd.data.with_index import IndexedDataset
 from lightning_kd.losses.contrastive import ContrastMemory, CRDLoss, Embed, crd_nce_loss
 
 

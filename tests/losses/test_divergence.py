@@ -1,18 +1,21 @@
-"""Token-level divergences: golden values re-derived with plain Python floats (math.exp / math.log loops, the
-entropy form of the Jensen-Shannon divergence, closed forms for 2-entry vocabularies), the GKD endpoint
-definitions and limits, the identities the papers state, masking, temperature, dtype, gradients and errors."""
+"""The divergence core (and its token forms): golden values re-derived with plain Python floats (math.exp /
+math.log loops, the entropy form of the Jensen-Shannon divergence, closed forms for 2-entry vocabularies), the GKD
+endpoint definitions and limits, the identities the papers state, masking, temperature, dtype, gradients, errors,
+and one implementation shared by classifier and token losses."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch.testing import assert_close
 
+from lightning_kd.losses import js_kd_loss, kd_loss, reverse_kd_loss
+from lightning_kd.losses.divergence import Divergence, as_divergence
 from lightning_kd.losses.token import (
     TOKEN_DIVERGENCES,
-    TokenDivergenceLoss,
     forward_kl,
     generalized_jsd,
     reduce_token_loss,
@@ -206,7 +209,7 @@ def test_bf16_inputs_give_fp32(kind: str) -> None:
 def test_gradient_reaches_student_not_teacher(kind: str) -> None:
     s = torch.randn(4, 11, requires_grad=True)
     t = torch.randn(4, 11, requires_grad=True)
-    token_divergence(s, t, kind, beta=0.3).sum().backward()
+    token_divergence(s, t, Divergence(kind, beta=0.3)).sum().backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None
 
@@ -234,18 +237,31 @@ def test_reduce_token_loss() -> None:
     assert all_masked.item() == 0.0
 
 
-def test_module_reductions_and_temperature_buffer() -> None:
+def test_the_options_object_and_the_temperature_per_call() -> None:
     mask = torch.tensor([True, False])
     per_token = _per_row(lambda pt, ps: _kl(pt, ps), temp=2.0) * 4.0
-    loss = TokenDivergenceLoss("forward_kl", temperature=2.0)
-    assert loss(_s(), _t(), mask).item() == pytest.approx(per_token[0].item(), rel=1e-5)
-    assert "temperature" not in loss.state_dict()
-    loss.temperature.fill_(1.0)
-    assert loss(_s(), _t(), mask).item() == pytest.approx(_kl(_softmax(T[0]), _softmax(S[0])), rel=1e-5)
-    summed = TokenDivergenceLoss("forward_kl", temperature=2.0, reduction="sum")(_s(), _t())
-    assert summed.item() == pytest.approx(per_token.sum().item(), rel=1e-5)
-    none = TokenDivergenceLoss("jsd", beta=0.5, reduction="none")(_s(), _t(), mask)
+    fkl = Divergence("forward_kl")
+    assert fkl.rows(_s(), _t(), 2.0, mask=mask)[0].item() == pytest.approx(per_token[0].item(), rel=1e-5)
+    assert fkl.rows(_s(), _t(), 1.0)[0].item() == pytest.approx(_kl(_softmax(T[0]), _softmax(S[0])), rel=1e-5)
+    none = Divergence("jsd", beta=0.5).rows(_s(), _t(), 1.0, mask=mask)
     assert none.shape == (2,) and none[1].item() == 0.0
+    assert as_divergence("tv") == Divergence("tv") and as_divergence({"kind": "jsd", "beta": 0.3}).beta == 0.3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fkl.kind = "tv"  # type: ignore[misc]
+
+
+def test_classifier_and_token_losses_share_the_one_implementation() -> None:
+    """kd_loss with any divergence is the token rows' mean over samples (classes in dim 1 there, last here)."""
+    s, t = torch.randn(6, 5), torch.randn(6, 5)
+    for kind in TOKEN_DIVERGENCES:
+        d = Divergence(kind, beta=0.3, skew=0.2)
+        assert_close(kd_loss(s, t, 3.0, d), token_divergence(s, t, d, temperature=3.0).mean())
+    assert_close(js_kd_loss(s, t, 2.0), token_divergence(s, t, "jsd", temperature=2.0).mean())
+    assert_close(reverse_kd_loss(s, t, 2.0), reverse_kl(s, t, temperature=2.0).mean())
+    # (N, C, H, W) logits: the class dim moves last and the pixels become rows
+    s4, t4 = torch.randn(2, 5, 3, 3), torch.randn(2, 5, 3, 3)
+    rows = token_divergence(s4.movedim(1, -1), t4.movedim(1, -1), "tv", temperature=2.0)
+    assert_close(kd_loss(s4, t4, 2.0, "tv"), rows.mean())
 
 
 # ---------------------------------------------------------------- errors
@@ -256,7 +272,7 @@ def test_beta_out_of_range(beta: float) -> None:
     with pytest.raises(ValueError, match=rf"beta must be in \[0, 1\], got {beta}"):
         generalized_jsd(_s(), _t(), beta=beta)
     with pytest.raises(ValueError, match="beta"):
-        TokenDivergenceLoss("jsd", beta=beta)
+        Divergence("jsd", beta=beta)
 
 
 def test_other_bad_options() -> None:
@@ -264,8 +280,8 @@ def test_other_bad_options() -> None:
         skew_forward_kl(_s(), _t(), skew=1.0)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         forward_kl(_s(), _t(), temperature=0)
-    with pytest.raises(ValueError, match="reduction"):
-        TokenDivergenceLoss(reduction="mean_tokens")
+    with pytest.raises(TypeError, match=r"divergence must be a Divergence, a kind's name or a dict"):
+        as_divergence(3)
     with pytest.raises(ValueError, match=r"mask \(3,\) does not match"):
         forward_kl(_s(), _t(), mask=torch.ones(3, dtype=torch.bool))
 

@@ -10,7 +10,6 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import MemoryLogger, make_student, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_kd.losses import kd_loss
@@ -20,6 +19,7 @@ from lightning_kd.modules.adversarial import (
     fooling_loss,
     mlp_discriminator,
 )
+from tests.helpers import MemoryLogger, make_student, make_teacher
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

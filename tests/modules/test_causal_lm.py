@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import math
 from functools import partial
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 pytest.importorskip("transformers")
 
@@ -22,8 +19,7 @@ from lightning_kd.losses.token import TOKEN_DIVERGENCES, token_divergence  # noq
 from lightning_kd.models.language import llama_lm  # noqa: E402
 from lightning_kd.modules.causal_lm import CausalLMDistillation, CausalLMModule  # noqa: E402
 from lightning_kd.modules.language import VOCAB_RECORD_KEY, next_token_labels  # noqa: E402
-
-from tests.lm_helpers import V, Batches, dict_batch, text_dm, tiny, trainer, write_corpus  # noqa: E402,F401
+from tests.lm_helpers import Batches, V, dict_batch, tiny, trainer, write_corpus  # noqa: E402
 
 
 def test_next_token_labels_shift_once():
@@ -253,7 +249,7 @@ def test_teacher_untouched_and_student_saved_as_a_transformers_folder(tmp_path, 
 
 
 def test_hyper_parameters_are_refused_with_the_value():
-    with pytest.raises(ValueError, match="unknown token divergence kind='kl'"):
+    with pytest.raises(ValueError, match="unknown divergence kind='kl'"):
         CausalLMDistillation(tiny(1), tiny(2), divergence="kl")
     with pytest.raises(ValueError, match="chunk_size must be a positive int or None"):
         CausalLMDistillation(tiny(1), tiny(2), chunk_size=0)
@@ -270,3 +266,26 @@ def test_llama_seed_gives_the_same_init_whatever_the_global_rng():
     b = tiny(7)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(tiny(8).lm_head.weight, a.lm_head.weight)
+
+
+def test_settings_objects_reload_from_the_hyper_parameters_and_the_strategy_is_the_teachers():
+    from lightning_kd.core.lm import ChunkedTokenLoss, FullLogitsTokenLoss, Generation
+    from lightning_kd.losses.divergence import Divergence
+
+    kd = CausalLMDistillation(
+        tiny(1), tiny(2), divergence=Divergence("jsd", beta=0.3), generation=Generation(sequence_kd=0.5, prompt_len=4)
+    )
+    # a weights-only checkpoint holds plain data: the settings as dicts, which the constructor takes back
+    assert kd.hparams["divergence"] == {"kind": "jsd", "beta": 0.3, "skew": 0.1}
+    assert kd.hparams["generation"] == {"on_policy": 0.0, "sequence_kd": 0.5, "prompt_len": 4, "temperature": 1.0}
+    again = CausalLMDistillation(
+        tiny(1), tiny(2), divergence=kd.hparams["divergence"], generation=kd.hparams["generation"]
+    )
+    assert again.divergence == kd.divergence and again.generation == kd.generation
+    # the token-loss strategy is picked once, by the teacher, from what it provides for this chunk_size
+    assert type(kd.token_loss) is ChunkedTokenLoss and kd.token_loss.chunk_size == 256
+    assert type(CausalLMDistillation(tiny(1), tiny(2), chunk_size=None).token_loss) is FullLogitsTokenLoss
+    with pytest.raises(TypeError, match="a Teacher cannot teach a causal LM token by token"):
+        from lightning_kd import Teacher
+
+        CausalLMDistillation(Teacher(tiny(1)), tiny(2))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from tests.helpers import make_student, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_kd import DistillationModule
+from lightning_kd import DistillationModule, Teacher
+from tests.helpers import make_student, make_teacher
 
 
 def _fit(module, digits, trainer_factory, tmp_path, epochs, ckpt_path=None, **kw):
@@ -51,32 +51,14 @@ def test_load_from_checkpoint_gives_the_trained_student(digits, trainer_factory,
 
 
 def test_save_teacher_option_keeps_teacher_weights(digits, trainer_factory, tmp_path):
-    module = DistillationModule(make_teacher(), make_student(), save_teacher=True)
+    module = DistillationModule(Teacher(make_teacher(), save_weights=True), make_student())
     _, path = _fit(module, digits, trainer_factory, tmp_path, epochs=1, limit_train_batches=2)
     state = torch.load(path, weights_only=False)["state_dict"]
     for k, v in module.teacher.model.state_dict().items():
         assert torch.equal(state[f"teacher.model.{k}"], v)
 
 
-def _as_0_1_0(checkpoint: dict, term_names: list[str]) -> dict:
-    """Rewrite a checkpoint into lightning-kd 0.1.0's layout (its module.py/feature_mixin.py): teacher tensors
-    at ``teacher.*``, connector shapes under the custom key, no extra state, no version key."""
-    old = dict(checkpoint)
-    old.pop("lightning_kd_version")
-    state = {}
-    shapes = {}
-    for key, value in checkpoint["state_dict"].items():
-        if key.endswith("._extra_state"):
-            index = int(key.split(".")[1])
-            shapes[term_names[index]] = [[tuple(s), tuple(t)] for s, t in value["connector_shapes"]]
-            continue
-        state[key.replace("teacher.model.", "teacher.", 1)] = value
-    old["state_dict"] = state
-    old["lightning_kd_connector_shapes"] = shapes
-    return old
-
-
-def test_a_0_1_0_checkpoint_loads_or_says_how_to_migrate(digits, trainer_factory, tmp_path):
+def test_connectors_come_back_from_the_terms_extra_state(digits, trainer_factory, tmp_path):
     from lightning_kd import FeatureTerm
     from lightning_kd.losses import FitNetLoss
     from lightning_kd.models import SmallCNN
@@ -84,29 +66,18 @@ def test_a_0_1_0_checkpoint_loads_or_says_how_to_migrate(digits, trainer_factory
     def term():
         return FeatureTerm("hint", FitNetLoss(), ["block2"], ["block2"], connector=True)
 
-    teacher = make_teacher()
-    module = DistillationModule(teacher, SmallCNN(1, 10, (4, 8, 8)), feature_terms=[term()], save_teacher=True)
+    module = DistillationModule(make_teacher(), SmallCNN(1, 10, (4, 8, 8)), feature_terms=[term()])
     _, path = _fit(module, digits, trainer_factory, tmp_path, epochs=1, limit_train_batches=2)
-    new = torch.load(path, weights_only=True)
-    assert "lightning_kd_connector_shapes" not in new  # 0.2: torch's own extra state
-    assert new["state_dict"]["feature_terms.0._extra_state"]["connector_shapes"] == [[[2, 8, 4, 4], [2, 16, 4, 4]]]
-    old_path = tmp_path / "old.ckpt"
-    torch.save(_as_0_1_0(new, ["hint"]), old_path)
-    assert "teacher.block1.0.weight" in torch.load(old_path, weights_only=True)["state_dict"]
-
+    saved = torch.load(path, weights_only=True)
+    assert saved["state_dict"]["feature_terms.0._extra_state"]["connector_shapes"] == [[[2, 8, 4, 4], [2, 16, 4, 4]]]
     loaded = DistillationModule.load_from_checkpoint(
-        old_path, teacher=make_teacher(), student=SmallCNN(1, 10, (4, 8, 8)), feature_terms=[term()]
+        path, teacher=make_teacher(), student=SmallCNN(1, 10, (4, 8, 8)), feature_terms=[term()]
     )
     x = torch.randn(4, 1, 8, 8)
     module.eval(), loaded.eval()
     torch.testing.assert_close(loaded(x), module(x))
     conn, conn_loaded = module.feature_terms[0].connectors[0], loaded.feature_terms[0].connectors[0]
     torch.testing.assert_close(conn_loaded.proj[0].weight, conn.proj[0].weight)
-    for k, v in teacher.state_dict().items():  # saved with save_teacher: the file's teacher, now under .model
-        assert torch.equal(loaded.teacher.model.state_dict()[k], v)
-
-    with pytest.raises(ValueError, match="written by lightning-kd 0.1.0 and does not fit .*load_weights"):
-        DistillationModule.load_from_checkpoint(old_path, teacher=make_teacher(), student=make_student())
 
 
 def test_resuming_from_an_epoch_end_continues_exactly(digits, trainer_factory, tmp_path):

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import lightning as L
 import pytest
 import torch
-from tests.helpers import make_student, make_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lightning_kd.modules as modules
@@ -36,6 +35,7 @@ from lightning_kd.core.teacher import TeacherBase
 from lightning_kd.data import DigitsDataModule
 from lightning_kd.losses import ATLoss, FitNetLoss
 from lightning_kd.models import SmallCNN
+from tests.helpers import make_student, make_teacher
 
 
 def cnn_student() -> torch.nn.Module:
@@ -242,3 +242,16 @@ def _with_teachers(fresh: L.LightningModule, checkpoint: dict) -> dict:
     checkpoint = copy.deepcopy(checkpoint)
     fresh.on_load_checkpoint(checkpoint)
     return checkpoint["state_dict"]
+
+
+def test_no_module_constructor_takes_more_than_14_arguments():
+    """Settings that belong together travel as one object (a teacher component, ``Divergence``, ``Generation``),
+    so no constructor grows a long list; the schemes that extend DistillationModule take its arguments by name
+    through ``**kwargs`` into that one signature."""
+    for name in modules.__all__:
+        cls = getattr(modules, name)
+        if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        named = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        assert len(named) <= 14, f"{name} takes {len(named)} arguments: {named}"

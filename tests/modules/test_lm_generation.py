@@ -8,14 +8,14 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tests.lm_helpers import V, tiny, write_corpus  # noqa: E402
-
 from lightning_kd.cache.lm_teacher import CachedLMTeacher  # noqa: E402
 from lightning_kd.core.batch import Batch  # noqa: E402
+from lightning_kd.core.lm import Generation  # noqa: E402
 from lightning_kd.data.text import PackedTextDataModule  # noqa: E402
+from lightning_kd.losses.divergence import Divergence  # noqa: E402
 from lightning_kd.losses.token import token_divergence  # noqa: E402
 from lightning_kd.modules.causal_lm import CausalLMDistillation  # noqa: E402
-from lightning_kd.modules.lm_generation import GenerationMix, continuation_batch  # noqa: E402
+from tests.lm_helpers import V, tiny, write_corpus  # noqa: E402
 
 
 def make_dm(tmp_path) -> PackedTextDataModule:
@@ -24,30 +24,6 @@ def make_dm(tmp_path) -> PackedTextDataModule:
         text_dir=str(corpus), pattern="*.py", vocab_size=V, val_fraction=0.3, seq_len=16, batch_size=4,
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
-
-
-def test_the_draw_depends_only_on_seed_and_step_and_has_the_asked_rates():
-    a, b = GenerationMix(on_policy=0.3, sequence_kd=0.2, seed=7), GenerationMix(on_policy=0.3, sequence_kd=0.2, seed=7)
-    draws = [a.draw(s) for s in range(4000)]
-    assert draws == [b.draw(s) for s in range(4000)]  # two ranks, or a resumed run: the same branch per step
-    assert abs(draws.count("student") / 4000 - 0.3) < 0.03
-    assert abs(draws.count("teacher") / 4000 - 0.2) < 0.03
-    assert draws != [GenerationMix(on_policy=0.3, sequence_kd=0.2, seed=8).draw(s) for s in range(4000)]
-    assert {GenerationMix().draw(s) for s in range(100)} == {"data"}
-    with pytest.raises(ValueError, match=r"on_policy=0.7 \+ sequence_kd=0.5 > 1"):
-        GenerationMix(on_policy=0.7, sequence_kd=0.5)
-    with pytest.raises(ValueError, match="on_policy must be a probability in"):
-        GenerationMix(on_policy=1.5)
-
-
-def test_continuation_labels_skip_the_prompt_and_what_follows_the_end_of_text():
-    eos, pad = 9, 0
-    ids = torch.tensor([[1, 2, 3, 4, 9, 5, 6], [1, 2, 7, 8, 6, 5, 4]])  # row 0 stops at position 4
-    batch = continuation_batch(ids, prompt_len=2, length=8, eos_token_id=eos, pad_token_id=pad)
-    assert batch.inputs["input_ids"].tolist() == [[1, 2, 3, 4, 9, 5, 6, 0], [1, 2, 7, 8, 6, 5, 4, 0]]
-    assert batch.targets.tolist() == [[-100, -100, 3, 4, 9, -100, -100, -100], [-100, -100, 7, 8, 6, 5, 4, 0]]
-    assert batch.inputs["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]]
-    assert batch.index is None
 
 
 class Capture(L.Callback):
@@ -63,18 +39,19 @@ def test_a_generated_step_distils_on_the_generated_text_with_the_stated_loss(tmp
     dm = make_dm(tmp_path)
     args = dict(on_policy=1.0) if source == "student" else dict(sequence_kd=1.0)
     module = CausalLMDistillation(
-        teacher=tiny(1), student=tiny(2), chunk_size=None, alpha=0.5, divergence="jsd", prompt_len=6, **args
-    )
+        teacher=tiny(1), student=tiny(2), chunk_size=None, alpha=0.5, divergence="jsd",
+        generation=Generation(prompt_len=6, **args),
+    )  # fmt: skip
     seen = {}
-    generate = module.generation.generate
+    generate = Generation.generate
 
-    def spy(model, batch, eos, pad):
+    def spy(self, model, batch, eos, pad):
         seen["model"], seen["prompt"] = model, batch.inputs["input_ids"][:, :6].clone()
-        out = generate(model, batch, eos, pad)
+        out = generate(self, model, batch, eos, pad)
         seen["generated"] = out
         return out
 
-    monkeypatch.setattr(module.generation, "generate", spy)
+    monkeypatch.setattr(Generation, "generate", spy)
     logged = {}
     monkeypatch.setattr(module, "log_step", lambda loss, terms=None, batch_idx=0: logged.update(loss=loss, **terms))
     capture = Capture()
@@ -100,7 +77,7 @@ def test_a_generated_step_distils_on_the_generated_text_with_the_stated_loss(tmp
         t = teacher(**gen.inputs).logits[:, :-1].reshape(-1, V)
     y = gen.targets[:, 1:].reshape(-1)
     keep = y != -100
-    div = token_divergence(s[keep], t[keep], kind="jsd", beta=0.5).mean()
+    div = token_divergence(s[keep], t[keep], Divergence("jsd", beta=0.5)).mean()
     ce = torch.nn.functional.cross_entropy(s[keep], y[keep])
     torch.testing.assert_close(logged["kd"], div, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(logged["ce"], ce, rtol=1e-4, atol=1e-5)
@@ -112,8 +89,10 @@ def test_a_generated_step_distils_on_the_generated_text_with_the_stated_loss(tmp
 
 def test_on_policy_needs_a_teacher_model_and_room_to_generate(tmp_path):
     with pytest.raises(ValueError, match="needs the teacher's model to score"):
-        CausalLMDistillation(teacher=CachedLMTeacher(str(tmp_path)), student=tiny(2), chunk_size=None, on_policy=0.5)
-    mix = GenerationMix(on_policy=1.0, prompt_len=16)
+        CausalLMDistillation(
+            teacher=CachedLMTeacher(str(tmp_path)), student=tiny(2), chunk_size=None, generation={"on_policy": 0.5}
+        )
+    mix = Generation(on_policy=1.0, prompt_len=16)
     batch = Batch({"input_ids": torch.zeros(2, 16, dtype=torch.long)}, None)
     with pytest.raises(ValueError, match="leave nothing to generate after prompt_len=16"):
         mix.generate(tiny(2), batch, None, 0)
@@ -121,7 +100,8 @@ def test_on_policy_needs_a_teacher_model_and_room_to_generate(tmp_path):
 
 def test_mixed_run_trains_end_to_end_with_the_chunked_loss(tmp_path):
     dm = make_dm(tmp_path)
-    module = CausalLMDistillation(teacher=tiny(1), student=tiny(2), on_policy=0.5, sequence_kd=0.25, prompt_len=4)
+    generation = Generation(on_policy=0.5, sequence_kd=0.25, prompt_len=4)
+    module = CausalLMDistillation(teacher=tiny(1), student=tiny(2), generation=generation)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, limit_val_batches=1,

@@ -51,7 +51,7 @@ def test_hidden_state_term_is_the_masked_token_mean_worked_out_by_hand(chunk_siz
     assert int(mask.sum()) == 9 + 5 + 2  # rows labelled from 0, 5 and 8 of 10
     torch.testing.assert_close(loss, 0.3 * ce + 0.7 * kl + 2.0 * hid, atol=1e-5, rtol=1e-5)
     # the term is logged on its own, unweighted
-    assert module.feature_terms.mask is None and module.loss_weights == {
+    assert not hasattr(module.feature_terms, "mask") and module.loss_weights == {  # the mask is an argument
         "ce": pytest.approx(0.3),
         "kd": 0.7,
         "hid": 2.0,
@@ -114,7 +114,7 @@ def test_an_offline_teacher_cannot_serve_hidden_states():
 def test_a_layer_without_one_row_per_token_is_refused_by_name():
     terms = TokenFeatureTerms()
     with pytest.raises(ValueError, match=r"layer 'model.norm' gives features of shape \(2, 8\), not \(batch, seq"):
-        terms._tokens("model.norm", "student", torch.zeros(2, 8))
-    terms.mask = torch.ones(2, 5, dtype=torch.bool)
+        terms._tokens("model.norm", "student", torch.zeros(2, 8), None)
+    mask = torch.ones(2, 5, dtype=torch.bool)
     with pytest.raises(ValueError, match=r"features for \(2, 4\) \(batch, sequence\) positions but the batch has"):
-        terms._tokens("model.layers.0", "teacher", torch.zeros(2, 4, 8))
+        terms._tokens("model.layers.0", "teacher", torch.zeros(2, 4, 8), mask)

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import make_student, make_teacher
 
 from lightning_kd import DistillationModule, MultiTeacherDistillation
 from lightning_kd.losses import confidence_weights, kd_loss
 from lightning_kd.models import MLP
+from tests.helpers import make_student, make_teacher
 
 
 def _batch(n: int = 16):

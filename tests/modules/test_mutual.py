@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import make_student
 
 from lightning_kd import DistillationModule, MutualLearning
 from lightning_kd.losses import dml_losses
 from lightning_kd.models import MLP, SmallCNN
+from tests.helpers import make_student
 
 
 def _cohort(n: int) -> list[torch.nn.Module]:

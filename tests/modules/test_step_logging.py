@@ -7,12 +7,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import REPO, MemoryLogger, make_student, make_teacher
 
 from lightning_kd import DistillationModule
 from lightning_kd.apps.cli import build_cli
 from lightning_kd.callbacks import KDProgressBar
 from lightning_kd.losses import kd_loss
+from tests.helpers import REPO, MemoryLogger, make_student, make_teacher
 
 
 class LossPerStep(L.Callback):

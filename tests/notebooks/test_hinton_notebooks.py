@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tests.helpers import REPO
 
 NOTEBOOKS = REPO / "notebooks"

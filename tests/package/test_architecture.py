@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.helpers import REPO
 
 PACKAGE = REPO / "lightning_kd"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_kd.losses import KDLoss, kd_loss
+from lightning_kd.losses import Divergence, KDLoss, kd_loss
 
 
 def _softmax(xs, T):
@@ -66,11 +66,14 @@ def test_bf16_inputs_are_computed_in_fp32():
     assert out.item() == pytest.approx(kd_loss(s.bfloat16().float(), t.bfloat16().float(), 4.0).item(), rel=1e-6)
 
 
-def test_module_temperature_buffer_can_be_changed_in_place():
-    loss = KDLoss(temperature=2.0)
+def test_the_module_takes_the_temperature_with_every_call_and_keeps_none():
+    loss = KDLoss()
     s, t = torch.randn(3, 5), torch.randn(3, 5)
-    loss.temperature.fill_(5.0)
-    assert loss(s, t).item() == pytest.approx(kd_loss(s, t, 5.0).item(), rel=1e-6)
+    assert loss(s, t, temperature=5.0).item() == pytest.approx(kd_loss(s, t, 5.0).item(), rel=1e-6)
+    assert loss(s, t, temperature=torch.tensor(5.0)).item() == pytest.approx(kd_loss(s, t, 5.0).item(), rel=1e-6)
+    assert not hasattr(loss, "temperature") and not list(loss.buffers()) and loss.state_dict() == {}
+    with pytest.raises(TypeError, match="temperature"):
+        KDLoss(temperature=4.0)  # T is the module's: a recipe states it once
 
 
 @pytest.mark.parametrize("T", [0.0, -1.0])
@@ -78,7 +81,7 @@ def test_bad_temperature(T):
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         kd_loss(torch.randn(2, 3), torch.randn(2, 3), T)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-        KDLoss(T)
+        KDLoss()(torch.randn(2, 3), torch.randn(2, 3), temperature=T)
 
 
 def test_class_count_mismatch():
@@ -86,14 +89,8 @@ def test_class_count_mismatch():
         kd_loss(torch.randn(2, 3), torch.randn(2, 4))
 
 
-def test_temperature_mirror_never_goes_stale():
-    s, t = torch.randn(3, 5), torch.randn(3, 5)
-    loss = KDLoss(temperature=2.0)
-    assert loss.t == 2.0  # eager: a Python float, no extra kernel
-    loss.set_temperature(3.0)
-    assert loss.t == 3.0 and loss.temperature.item() == 3.0
-    loss.temperature.fill_(5.0)  # behind set_temperature's back: the buffer wins
-    assert float(loss.t) == 5.0
-    loss.to(torch.float64)  # a move makes a new buffer object: the buffer wins again
-    assert float(loss.t) == 5.0
-    assert loss(s, t).item() == pytest.approx(kd_loss(s, t, 5.0).item(), rel=1e-6)
+def test_another_divergence_from_the_core():
+    s, t = torch.randn(4, 6), torch.randn(4, 6)
+    tv = KDLoss(Divergence("tv"))(s, t, temperature=2.0)
+    p_s, p_t = (s / 2).softmax(1), (t / 2).softmax(1)
+    assert tv.item() == pytest.approx((4 * 0.5 * (p_s - p_t).abs().sum(1)).mean().item(), rel=1e-5)

@@ -95,7 +95,7 @@ def test_dkd_matches_plain_python(temp: float) -> None:
     assert got_nckd.item() == pytest.approx(nckd, rel=1e-5)
     expected = 0.5 * tckd + 3.0 * nckd
     assert dkd_loss(s, t, y, alpha=0.5, beta=3.0, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
-    assert DKDLoss(alpha=0.5, beta=3.0, temperature=temp)(s, t, y).item() == pytest.approx(expected, rel=1e-5)
+    assert DKDLoss(alpha=0.5, beta=3.0)(s, t, y, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("temp", [1.0, 4.0])
@@ -204,8 +204,8 @@ def test_dist_matches_plain_python(beta: float, gamma: float, temp: float) -> No
     expected = _dist_by_hand(s, t, beta, gamma, temp)
     got = dist_loss(torch.tensor(s), torch.tensor(t), beta=beta, gamma=gamma, temperature=temp)
     assert got.item() == pytest.approx(expected, rel=1e-5)
-    module = DISTLoss(beta=beta, gamma=gamma, temperature=temp)
-    assert module(torch.tensor(s), torch.tensor(t)).item() == pytest.approx(expected, rel=1e-5)
+    module = DISTLoss(beta=beta, gamma=gamma)
+    assert module(torch.tensor(s), torch.tensor(t), temperature=temp).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_dist_zero_for_identical_logits_and_per_sample_shift() -> None:
@@ -260,7 +260,7 @@ def test_ls_kd_matches_plain_python(temp: float) -> None:
     expected = temp * temp * _mean([_kl(_softmax(_zscore(t), temp), _softmax(_zscore(s), temp)) for s, t in zip(S, T)])
     s, t = torch.tensor(S), torch.tensor(T)
     assert logit_standardized_kd_loss(s, t, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
-    assert LogitStandardizedKDLoss(temperature=temp)(s, t).item() == pytest.approx(expected, rel=1e-5)
+    assert LogitStandardizedKDLoss()(s, t, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_ls_kd_by_hand() -> None:
@@ -285,7 +285,7 @@ def test_ls_kd_invariant_to_per_sample_shift_and_positive_scale() -> None:
 
 def test_ls_kd_errors() -> None:
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-        LogitStandardizedKDLoss(temperature=0.0)
+        LogitStandardizedKDLoss()(torch.randn(4, 3), torch.randn(4, 3), temperature=0.0)
     with pytest.raises(ValueError, match="at least 2 classes"):
         logit_standardized_kd_loss(torch.randn(4, 1), torch.randn(4, 1))
     with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 5\)"):
@@ -306,9 +306,9 @@ def test_reverse_and_js_match_plain_python(temp: float) -> None:
     js = temp * temp * _mean([_js(_softmax(t, temp), _softmax(s, temp)) for s, t in zip(S, T)])
     s, t = torch.tensor(S), torch.tensor(T)
     assert reverse_kd_loss(s, t, temp).item() == pytest.approx(reverse, rel=1e-5)
-    assert ReverseKDLoss(temp)(s, t).item() == pytest.approx(reverse, rel=1e-5)
+    assert ReverseKDLoss()(s, t, temperature=temp).item() == pytest.approx(reverse, rel=1e-5)
     assert js_kd_loss(s, t, temp).item() == pytest.approx(js, rel=1e-5)
-    assert JSKDLoss(temp)(s, t).item() == pytest.approx(js, rel=1e-5)
+    assert JSKDLoss()(s, t, temperature=temp).item() == pytest.approx(js, rel=1e-5)
 
 
 def test_reverse_and_js_by_hand() -> None:
@@ -337,7 +337,7 @@ def test_reverse_and_js_errors() -> None:
     with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         reverse_kd_loss(torch.randn(2, 3), torch.randn(2, 3), 0.0)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0, got -2"):
-        JSKDLoss(temperature=-2.0)
+        JSKDLoss()(torch.randn(2, 3), torch.randn(2, 3), temperature=-2.0)
     with pytest.raises(ValueError, match=r"js_kd_loss: .*\(2, 3\).*\(2, 4\)"):
         js_kd_loss(torch.randn(2, 3), torch.randn(2, 4))
 

@@ -11,15 +11,15 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import REPO
 from torch.testing import assert_close
 
+from lightning_kd.losses.divergence import Divergence
 from lightning_kd.losses.token import (
     TOKEN_DIVERGENCES,
-    ChunkedTokenDistillLoss,
     chunked_token_distill_loss,
     naive_token_distill_loss,
 )
+from tests.helpers import REPO
 
 N, V, HS, HT = 300, 500, 32, 48
 CHUNK = 64  # does not divide N: the last chunk has 44 rows
@@ -78,17 +78,17 @@ def _assert_same(x: dict, labels: torch.Tensor, **options) -> None:
 
 @pytest.mark.parametrize("kind", TOKEN_DIVERGENCES)
 def test_chunked_equals_naive_for_every_kind(kind: str) -> None:
-    _assert_same(_inputs(), _labels(), kind=kind, beta=0.3, skew=0.2, temperature=2.0)
+    _assert_same(_inputs(), _labels(), divergence=Divergence(kind, beta=0.3, skew=0.2), temperature=2.0)
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_chunked_equals_naive_at_jsd_endpoints(beta: float) -> None:
-    _assert_same(_inputs(bias=False), _labels(), kind="jsd", beta=beta, temperature=0.7)
+    _assert_same(_inputs(bias=False), _labels(), divergence=Divergence("jsd", beta=beta), temperature=0.7)
 
 
 def test_chunked_with_padded_vocabularies() -> None:
     # Student head 508 wide, teacher 512, shared tokenizer of 500: CE over the student's full head.
-    _assert_same(_inputs(v_s=V + 8, v_t=V + 12), _labels(), kind="forward_kl", vocab_size=V)
+    _assert_same(_inputs(v_s=V + 8, v_t=V + 12), _labels(), divergence="forward_kl", vocab_size=V)
 
 
 def test_masked_rows_add_nothing() -> None:
@@ -111,7 +111,7 @@ def test_masked_rows_add_nothing() -> None:
 def test_teacher_gets_no_gradient() -> None:
     x, labels = _inputs(), _labels()
     sums = chunked_token_distill_loss(
-        x["h_s"], x["w_s"], x["b_s"], x["h_t"], x["w_t"], x["b_t"], labels, kind="reverse_kl", chunk_size=CHUNK
+        x["h_s"], x["w_s"], x["b_s"], x["h_t"], x["w_t"], x["b_t"], labels, divergence="reverse_kl", chunk_size=CHUNK
     )
     (sums.ce_sum + sums.div_sum).backward()
     assert x["h_s"].grad is not None and x["w_s"].grad is not None and x["b_s"].grad is not None
@@ -141,25 +141,23 @@ def test_tied_embeddings_receive_both_gradients() -> None:
 def test_ce_off_and_no_grad() -> None:
     x, labels = _inputs(), _labels()
     args = (x["h_s"], x["w_s"], x["b_s"], x["h_t"], x["w_t"], x["b_t"], labels)
-    with_ce = chunked_token_distill_loss(*args, kind="tv", chunk_size=CHUNK)
-    without = chunked_token_distill_loss(*args, kind="tv", chunk_size=CHUNK, ce=False)
+    with_ce = chunked_token_distill_loss(*args, divergence="tv", chunk_size=CHUNK)
+    without = chunked_token_distill_loss(*args, divergence="tv", chunk_size=CHUNK, ce=False)
     assert without.ce_sum is None
     assert_close(without.div_sum, with_ce.div_sum)
     with torch.no_grad():
-        evaluated = chunked_token_distill_loss(*args, kind="tv", chunk_size=CHUNK)
+        evaluated = chunked_token_distill_loss(*args, divergence="tv", chunk_size=CHUNK)
     assert not evaluated.div_sum.requires_grad
     assert_close(evaluated.ce_sum, with_ce.ce_sum.detach())
 
 
-def test_leading_dims_and_module_form() -> None:
+def test_leading_dims() -> None:
     x, labels = _inputs(), _labels()
-    flat = chunked_token_distill_loss(
-        x["h_s"], x["w_s"], x["b_s"], x["h_t"], x["w_t"], x["b_t"], labels, kind="skew_reverse_kl", temperature=1.5
-    )
-    module = ChunkedTokenDistillLoss("skew_reverse_kl", temperature=1.5, chunk_size=CHUNK)
-    batched = module(
+    options = dict(divergence="skew_reverse_kl", temperature=1.5, chunk_size=CHUNK)
+    flat = chunked_token_distill_loss(x["h_s"], x["w_s"], x["b_s"], x["h_t"], x["w_t"], x["b_t"], labels, **options)
+    batched = chunked_token_distill_loss(
         x["h_s"].reshape(3, 100, HS), x["w_s"], x["b_s"], x["h_t"].reshape(3, 100, HT), x["w_t"], x["b_t"],
-        labels.reshape(3, 100),
+        labels.reshape(3, 100), **options,
     )  # fmt: skip
     assert_close(batched.div_sum, flat.div_sum, rtol=1e-5, atol=1e-5)
     assert_close(batched.ce_sum, flat.ce_sum, rtol=1e-5, atol=1e-5)
@@ -193,10 +191,10 @@ def test_nothing_vocabulary_sized_is_kept_for_backward() -> None:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             if chunked:
                 chunked_token_distill_loss(
-                    x["h_s"], x["w_s"], None, x["h_t"], x["w_t"], None, labels, kind="jsd", chunk_size=CHUNK
+                    x["h_s"], x["w_s"], None, x["h_t"], x["w_t"], None, labels, divergence="jsd", chunk_size=CHUNK
                 )
             else:
-                naive_token_distill_loss(x["h_s"] @ x["w_s"].T, x["h_t"] @ x["w_t"].T, labels, kind="jsd")
+                naive_token_distill_loss(x["h_s"] @ x["w_s"].T, x["h_t"] @ x["w_t"].T, labels, divergence="jsd")
         return sum(new.values())
 
     full_logits = N * V * 4
@@ -215,8 +213,8 @@ def test_errors_name_the_problem() -> None:
         chunked_token_distill_loss(x["h_s"], x["w_t"][:V], None, x["h_t"], x["w_t"], None, labels, vocab_size=V)
     with pytest.raises(ValueError, match=r"labels must be integer token ids of shape \(300,\)"):
         chunked_token_distill_loss(*args[:-1], labels[:-1], vocab_size=V)
-    with pytest.raises(ValueError, match="unknown token divergence kind='kld'"):
-        chunked_token_distill_loss(*args, vocab_size=V, kind="kld")
+    with pytest.raises(ValueError, match="unknown divergence kind='kld'"):
+        chunked_token_distill_loss(*args, vocab_size=V, divergence="kld")
 
 
 def test_memory_benchmark_script_runs(tmp_path) -> None:

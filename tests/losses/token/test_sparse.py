@@ -25,7 +25,7 @@ def test_forward_kl_over_buckets_is_the_formula_worked_out_by_hand():
     y = torch.tensor([3, -100, 0, 11, 7])
     t, k = 2.0, 4
     lp, ids = _teacher_topk(z, k, t)
-    sums = topk_bucket_distill_loss(s, lp, ids, y, kind="forward_kl", temperature=t)
+    sums = topk_bucket_distill_loss(s, lp, ids, y, divergence="forward_kl", temperature=t)
     p_s, p_t = torch.softmax(s / t, -1), torch.softmax(z / t, -1)
     expected = 0.0
     for row in (0, 2, 3, 4):  # row 1 has no label
@@ -46,8 +46,8 @@ def test_k_equal_v_is_the_full_divergence(kind, temperature):
     s, z = torch.randn(6, 9, generator=g, requires_grad=True), torch.randn(6, 9, generator=g)
     y = torch.tensor([1, 2, -100, 4, 5, 6])
     lp, ids = _teacher_topk(z, 9, temperature)
-    bucket = topk_bucket_distill_loss(s, lp, ids, y, kind=kind, temperature=temperature)
-    full = naive_token_distill_loss(s, z, y, kind=kind, temperature=temperature)
+    bucket = topk_bucket_distill_loss(s, lp, ids, y, divergence=kind, temperature=temperature)
+    full = naive_token_distill_loss(s, z, y, divergence=kind, temperature=temperature)
     torch.testing.assert_close(bucket.div_sum, full.div_sum, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bucket.ce_sum, full.ce_sum)
     (grad_b,) = torch.autograd.grad(bucket.div_sum, s)
@@ -64,8 +64,8 @@ def test_buckets_never_exceed_the_full_divergence(kind):
     y = torch.zeros(64, dtype=torch.long)
     for k in (1, 4, 16):
         lp, ids = _teacher_topk(z, k, 1.0)
-        per_k = topk_bucket_distill_loss(s, lp, ids, y, kind=kind).div_sum
-        assert per_k <= naive_token_distill_loss(s, z, y, kind=kind).div_sum + 1e-5
+        per_k = topk_bucket_distill_loss(s, lp, ids, y, divergence=kind).div_sum
+        assert per_k <= naive_token_distill_loss(s, z, y, divergence=kind).div_sum + 1e-5
 
 
 def test_buckets_sum_to_one_and_only_the_student_gets_gradients():
@@ -102,6 +102,6 @@ def test_a_student_with_all_its_mass_in_the_top_k_gets_finite_gradients():
     lp, ids = _teacher_topk(torch.randn(2, 50), 8, 1.0)
     ids[:, 0] = 3  # the student's only token is among the teacher's top k
     for kind in TOKEN_DIVERGENCES:
-        sums = topk_bucket_distill_loss(s, lp, ids, torch.tensor([3, 3]), kind=kind)
+        sums = topk_bucket_distill_loss(s, lp, ids, torch.tensor([3, 3]), divergence=kind)
         (grad,) = torch.autograd.grad(sums.div_sum + sums.ce_sum, s)
         assert torch.isfinite(sums.div_sum) and torch.isfinite(grad).all(), kind
