@@ -57,3 +57,13 @@ class Batches(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.batches, batch_size=None)
+
+
+def write_unicode_corpus(folder: Path, n: int = 12, suffix: str = ".py", offset: int = 0) -> Path:
+    """Like :func:`write_corpus`, with non-ASCII text in every line (byte-level BPE must round-trip it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(offset, offset + n):
+        name = WORDS[i % len(WORDS)]
+        body = "".join(f"def {name}_{j}(x, y={j}):\n    return x * {i} + y - {j}  # café ✓\n" for j in range(15))
+        (folder / f"mod_{i:02d}{suffix}").write_text(f'"""Module {i}."""\n\n{body}', encoding="utf-8")
+    return folder

@@ -81,22 +81,26 @@ def run(
     vocab_size: int = 4096,
     retrain_teacher: bool = False,
     save: bool = True,
+    tokenizer: str | None = None,
 ) -> dict:
     """Train the teacher (unless its checkpoint exists), then per seed the student alone and with KD.
 
     Returns ``{"teacher": {...}, "seeds": {seed: {"alone": {...}, "kd": {...}, "gain": nats}}, ...}`` with the
     validation metrics of each run (``loss`` in nats per token, ``ppl``, ``acc``; KD also ``agreement``).
+    ``tokenizer`` (a model folder or a ``tokenizer.json``) encodes the text instead of the library's BPE; the
+    models are then built for its vocabulary, and the teacher is kept per tokenizer.
     """
     if divergence not in TOKEN_DIVERGENCES:
         raise ValueError(f"divergence={divergence!r}; choose one of {', '.join(TOKEN_DIVERGENCES)}.")
     out = Path(out_dir)
-    teacher_ckpt = out / "teacher" / "teacher.ckpt"
     data_args = dict(seq_len=128, batch_size=32, vocab_size=vocab_size, cache_dir=str(cache_dir))
-    data_args.update(max_train_tokens=max_train_tokens, text_dir=text_dir, pattern="**/*.py")
+    data_args.update(max_train_tokens=max_train_tokens, text_dir=text_dir, pattern="**/*.py", tokenizer=tokenizer)
     results: dict = {"seeds": {}, "divergence": divergence, "alpha": alpha}
     start = time.perf_counter()
     dm = PackedTextDataModule(**data_args, seed=0)
     dm.setup()
+    teacher_dir = "teacher" if tokenizer is None else f"teacher-{dm.vocab_fingerprint[:12]}"  # one per vocabulary
+    teacher_ckpt = out / teacher_dir / "teacher.ckpt"
     results["data"] = dict(dm.stats, vocab_size=dm.vocab_size)
     vocab = dm.vocab_size
 
@@ -181,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-train-tokens", type=int, default=None, help="use only this many training tokens")
     parser.add_argument("--cache-dir", default="runs/lm/data", help="tokenizer and token streams are cached here")
     parser.add_argument(
+        "--tokenizer", default=None, help="a model folder (or tokenizer.json) whose tokenizer encodes the text"
+    )
+    parser.add_argument(
         "--retrain-teacher", action="store_true", help="train the teacher even if its checkpoint exists"
     )
     args = parser.parse_args(argv)
@@ -196,11 +203,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_train_tokens=args.max_train_tokens,
         cache_dir=args.cache_dir,
         retrain_teacher=args.retrain_teacher,
+        tokenizer=args.tokenizer,
     )
     d = r["data"]
     print(
         f"\nCPython standard library: {d['train_files']} training files ({d['train_tokens']:,} tokens), "
-        f"{d['val_files']} held-out files ({d['val_tokens']:,} tokens); BPE vocabulary {d['vocab_size']}"
+        f"{d['val_files']} held-out files ({d['val_tokens']:,} tokens); "
+        f"{'BPE' if args.tokenizer is None else args.tokenizer} vocabulary {d['vocab_size']}"
     )
     print(format_table(r))
     if "student_folder" in r:

@@ -20,6 +20,8 @@ _TEXT = {
     "PromptResponseDataModule": "lightning_kd.data.prompt_response",
     "TextCorpus": "lightning_kd.data.text_corpus",
     "stdlib_corpus": "lightning_kd.data.text_corpus",
+    "load_tokenizer": "lightning_kd.data.text_tokenizer",
+    "read_examples": "lightning_kd.data.prompt_response",
     "train_bpe_tokenizer": "lightning_kd.data.tokenizer",
     "vocab_fingerprint": "lightning_kd.data.tokenizer",
 }

@@ -17,41 +17,21 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.data.text_corpus import TextCorpus, stdlib_corpus
-from lightning_kd.data.tokenizer import EOS_TOKEN, PAD_TOKEN, token_id, train_bpe_tokenizer, vocab_fingerprint
+from lightning_kd.data.text_tokenizer import (
+    TokenizerProperties,
+    TokenizerSource,
+    encode_texts,
+    load_tokenizer,
+    special_prefix,
+)
+from lightning_kd.data.tokenizer import as_transformers_tokenizer, train_bpe_tokenizer
 
 IGNORE_INDEX = -100
 """The label of a position that takes no loss (PyTorch's ``cross_entropy`` default ``ignore_index``)."""
-
-
-class TokenizerProperties:
-    """What every text data module exposes about its ``tokenizer``: sizes, special ids, fingerprint."""
-
-    tokenizer: Tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        """Size of the tokenizer's vocabulary, special tokens included: the models' embedding rows."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def eos_token_id(self) -> int:
-        """Id of ``<|endoftext|>``: ends each document and response."""
-        return token_id(self.tokenizer, EOS_TOKEN)
-
-    @property
-    def pad_token_id(self) -> int:
-        """Id of ``<|pad|>``: fills padded positions (which are masked out of attention and labels)."""
-        return token_id(self.tokenizer, PAD_TOKEN)
-
-    @property
-    def vocab_fingerprint(self) -> str:
-        """:func:`~lightning_kd.data.tokenizer.vocab_fingerprint` of the tokenizer: what teacher and student share."""
-        return vocab_fingerprint(self.tokenizer)
 
 
 def seeded_loader(
@@ -107,9 +87,11 @@ def spread_rows(rows: np.ndarray, keep: int) -> np.ndarray:
 class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
     """A corpus as one token stream cut into equal sequences: causal-LM pre-training data, no padding.
 
-    Documents (files) are tokenised with a byte-level BPE tokenizer trained on the training files, each followed
-    by the end-of-text token, concatenated, and cut into ``seq_len`` tokens per sequence (the stream's tail
-    shorter than ``seq_len`` is dropped). A sequence may span two documents, separated by end-of-text.
+    Documents (files) are tokenised with the models' tokenizer (``tokenizer``: a model folder, a
+    ``tokenizer.json`` or an object) or, by default, a byte-level BPE tokenizer trained on the training files; each
+    is framed as that tokenizer frames a text (its BOS, where it adds one) and followed by its end-of-text token,
+    concatenated, and cut into ``seq_len`` tokens per sequence (the stream's tail shorter than ``seq_len`` is
+    dropped). A sequence may span two documents, separated by end-of-text.
     Validation files are held out by a hash of their path (:meth:`~lightning_kd.data.text_corpus.TextCorpus.split`).
     The token streams are cached as ``.npy`` (uint16 when the vocabulary allows) under ``cache_dir``, keyed by
     the split's content hash and the tokenizer's fingerprint (packing is a reshape, so ``seq_len`` is free to
@@ -121,9 +103,13 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
             standard-library corpus (:func:`~lightning_kd.data.text_corpus.stdlib_corpus`).
         text_dir: a directory of text files, taken with ``pattern``.
         pattern: glob of the files under ``text_dir`` (``**`` recurses).
+        tokenizer: the tokenizer of the models to distil: a model folder (``AutoTokenizer``), a ``tokenizer.json``,
+            a ``transformers`` tokenizer or a ``tokenizers.Tokenizer`` (see
+            :func:`~lightning_kd.data.text_tokenizer.load_tokenizer`); ``None``: the library's BPE, trained on the
+            training files (``vocab_size``, ``min_frequency``), the default for the embedded stdlib corpus.
         batch_size: sequences per batch (training drops the last incomplete batch).
         seq_len: tokens per sequence.
-        vocab_size: size of the BPE vocabulary to train.
+        vocab_size: size of the BPE vocabulary to train (``tokenizer=None`` only).
         val_fraction: share of files held out for validation.
         cache_dir: where the tokenizer and token streams are saved and reused.
         seed: seed of the training batch order (the split does not depend on it). Under a distributed strategy
@@ -132,7 +118,7 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         max_train_tokens: keep only this many training tokens (quick runs), as whole sequences spread evenly over
             the training stream, so every part of the corpus is seen (a prefix would be the alphabetically first
             files only); ``None``: all.
-        min_frequency: minimum count of a pair for a BPE merge.
+        min_frequency: minimum count of a pair for a BPE merge (``tokenizer=None`` only).
         with_indices: training batches also carry ``"index"``, each sequence's row in the training split (the key
             of an offline teacher store, :class:`~lightning_kd.cache.CachedLMTeacher`).
 
@@ -147,6 +133,7 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         text_files: Sequence[str] | None = None,
         text_dir: str | None = None,
         pattern: str = "**/*.txt",
+        tokenizer: TokenizerSource = None,
         batch_size: int = 32,
         seq_len: int = 128,
         vocab_size: int = 4096,
@@ -181,29 +168,32 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
         self.max_train_tokens, self.min_frequency = max_train_tokens, min_frequency
         self.with_indices = with_indices
-        self._tokenizer: Tokenizer | None = None
+        # a given tokenizer is loaded now (a path that is not there fails here); the default BPE is trained lazily
+        self._tokenizer: Any = load_tokenizer(tokenizer) if tokenizer is not None else None
         self.splits: dict[str, PackedSequences] = {}
         self.stats: dict[str, int] = {}
 
     @property
-    def tokenizer(self) -> Tokenizer:
-        """The BPE tokenizer of the training files (trained, or loaded from ``cache_dir``, on first use)."""
+    def tokenizer(self) -> Any:
+        """The ``transformers`` tokenizer the text is encoded with: the one given, or the BPE of the training files
+        (trained, or loaded from ``cache_dir``, on first use)."""
         if self._tokenizer is None:
-            self._tokenizer = train_bpe_tokenizer(
-                self.train_corpus, self.bpe_vocab_size, self.cache_dir, self.min_frequency
-            )
+            bpe = train_bpe_tokenizer(self.train_corpus, self.bpe_vocab_size, self.cache_dir, self.min_frequency)
+            self._tokenizer = as_transformers_tokenizer(bpe)
         return self._tokenizer
 
     def token_stream(self, corpus: TextCorpus) -> np.ndarray:
-        """The corpus's documents tokenised, each followed by end-of-text: ``(T,)``; cached under ``cache_dir``."""
+        """The corpus's documents tokenised as the tokenizer frames a text (its BOS, if any), each followed by
+        end-of-text: ``(T,)``; cached under ``cache_dir``, keyed by the corpus, the vocabulary and the framing."""
         dtype = np.uint16 if self.vocab_size <= 2**16 else np.int32
-        path = self.cache_dir / f"tokens-{corpus.sha256[:16]}-{self.vocab_fingerprint[:16]}.npy"
+        prefix = special_prefix(self.tokenizer)
+        framing = "" if not prefix else "-bos" + "_".join(map(str, prefix))
+        path = self.cache_dir / f"tokens-{corpus.sha256[:16]}-{self.vocab_fingerprint[:16]}{framing}.npy"
         if path.is_file():
             return np.load(path)
-        eos, texts, parts = np.array([self.eos_token_id], dtype=dtype), corpus.texts(), []
+        texts, parts = corpus.texts(), []
         for start in range(0, len(texts), 64):  # in chunks: encodings hold offsets too, ~100 bytes per token
-            for encoding in self.tokenizer.encode_batch(texts[start : start + 64], add_special_tokens=False):
-                parts += [np.asarray(encoding.ids, dtype=dtype), eos]
+            parts += [np.asarray(ids, dtype=dtype) for ids in encode_texts(self.tokenizer, texts[start : start + 64])]
         stream = np.concatenate(parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")  # atomic: another rank may read it

@@ -42,6 +42,26 @@ def test_quickstart_lm_runs_and_reuses_its_teacher(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out and ckpt.stat().st_mtime_ns == stamp  # the teacher is not retrained
 
 
+def test_quickstart_lm_takes_a_models_tokenizer(tmp_path):
+    """``--tokenizer <model folder>``: the text is encoded with it (its BOS), the models are sized for it, and the
+    saved student folder ships it."""
+    from transformers import AutoTokenizer
+
+    from tests.lm_families import family_tokenizer
+
+    corpus = _corpus(tmp_path / "corpus")
+    family_tokenizer("llama", tmp_path / "corpus").save_pretrained(tmp_path / "model")
+    r = lm_quickstart.run(
+        seeds=[0], teacher_steps=2, student_steps=2, val_batches=1, text_dir=corpus, cache_dir=tmp_path / "cache",
+        out_dir=tmp_path / "out", tokenizer=str(tmp_path / "model"),
+    )  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert r["data"]["vocab_size"] == len(tok)
+    saved = AutoTokenizer.from_pretrained(r["student_folder"])
+    assert saved.get_vocab() == tok.get_vocab() and saved("def f(x):")["input_ids"][0] == tok.bos_token_id
+    assert len(list((tmp_path / "out").glob("teacher-*/teacher.ckpt"))) == 1
+
+
 @pytest.mark.slow
 def test_kd_beats_the_student_alone_by_a_tenth_of_a_nat_on_two_seeds(tmp_path):
     """CI-sized (issue 12): teacher 2.2 M params 300 steps, student 0.6 M 150 steps × 4096 tokens, CPython stdlib;

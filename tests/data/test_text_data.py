@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from lightning_kd.data import tokenizer as tokenizer_module
-from lightning_kd.data.prompt_response import PromptResponseDataModule, read_prompt_response
 from lightning_kd.data.text import PackedTextDataModule
 from lightning_kd.data.text_corpus import STDLIB_EXCLUDED_DIRS, TextCorpus, path_fraction, stdlib_corpus
 from lightning_kd.data.tokenizer import (
@@ -22,22 +21,7 @@ from lightning_kd.data.tokenizer import (
     train_bpe_tokenizer,
     vocab_fingerprint,
 )
-
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "sigma", "omega"]
-
-
-def _write_corpus(folder: Path, n: int = 12, suffix: str = ".py", offset: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(offset, offset + n):
-        name = WORDS[i % len(WORDS)]
-        body = "".join(f"def {name}_{j}(x, y={j}):\n    return x * {i} + y - {j}  # café ✓\n" for j in range(15))
-        (folder / f"mod_{i:02d}{suffix}").write_text(f'"""Module {i}."""\n\n{body}', encoding="utf-8")
-    return folder
-
-
-@pytest.fixture
-def corpus_dir(tmp_path) -> Path:
-    return _write_corpus(tmp_path / "corpus")
+from tests.lm_helpers import WORDS, write_unicode_corpus  # noqa: E402
 
 
 def _tiny_module(corpus_dir: Path, cache: Path, **kwargs) -> PackedTextDataModule:
@@ -91,14 +75,14 @@ def test_stdlib_rule_on_a_fake_tree(tmp_path, monkeypatch):
 
 
 def test_split_by_file_is_deterministic_disjoint_and_stable(tmp_path):
-    folder = _write_corpus(tmp_path / "c", n=40, suffix=".txt")
+    folder = write_unicode_corpus(tmp_path / "c", n=40, suffix=".txt")
     corpus = TextCorpus.from_directory(folder)
     train, val = corpus.split(0.25)
     assert (train.files, val.files) == tuple(f.files for f in TextCorpus.from_directory(folder).split(0.25))
     assert not set(train.files) & set(val.files) and set(train.files) | set(val.files) == set(corpus.files)
     assert set(val.files) == {f for f in corpus.files if path_fraction(f) < 0.25} and 4 <= len(val.files) <= 16
     # a new file does not move the others
-    _write_corpus(folder, n=1, suffix=".txt", offset=40)
+    write_unicode_corpus(folder, n=1, suffix=".txt", offset=40)
     train2, val2 = TextCorpus.from_directory(folder).split(0.25)
     assert set(val.files) <= set(val2.files) and set(train.files) <= set(train2.files)
     # each side keeps at least one file whatever the fraction
@@ -222,6 +206,45 @@ def test_packed_sequences_concatenate_back_to_the_token_stream(tmp_path, corpus_
     assert bool((batch["attention_mask"] == 1).all()) and torch.equal(batch["labels"], batch["input_ids"])
 
 
+def test_the_default_stream_is_the_raw_bpe_encoding_each_document_ended_by_eos(tmp_path, corpus_dir):
+    """The library's BPE, now used through transformers, encodes exactly as the tokenizers library does."""
+    dm = _tiny_module(corpus_dir, tmp_path / "cache")
+    raw = train_bpe_tokenizer(dm.train_corpus, 300, tmp_path / "cache")
+    expected = [i for text in dm.train_corpus.texts() for i in [*raw.encode(text).ids, raw.token_to_id(EOS_TOKEN)]]
+    assert dm.token_stream(dm.train_corpus).tolist() == expected
+    assert dm.vocab_fingerprint == vocab_fingerprint(raw)
+
+
+@pytest.mark.parametrize("style", ["llama", "opt", "gpt2", "qwen"])
+def test_a_models_tokenizer_encodes_the_text_with_its_own_bos_and_eos(tmp_path, corpus_dir, style):
+    """A model folder's tokenizer: every document framed as the tokenizer frames a text (Llama's <s>, OPT's </s>
+    in front; nothing for GPT-2 and Qwen) and ended by its EOS; the vocabulary is the folder's."""
+    from transformers import AutoTokenizer
+
+    from tests.lm_families import family_tokenizer
+
+    family_tokenizer(style, corpus_dir).save_pretrained(tmp_path / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "model")
+    for given in (str(tmp_path / "model"), str(tmp_path / "model" / "tokenizer.json"), tok):
+        dm = _tiny_module(corpus_dir, tmp_path / f"cache-{style}", tokenizer=given)
+        assert dm.vocab_fingerprint == vocab_fingerprint(tok) and dm.vocab_size == len(tok)
+        expected = []
+        for text in dm.train_corpus.texts():
+            ids = tok(text)["input_ids"]  # the tokenizer's own framing
+            expected += [*ids, tok.eos_token_id]
+        assert dm.token_stream(dm.train_corpus).tolist() == expected
+    bos = {"llama": "<s>", "opt": "</s>", "gpt2": None, "qwen": None}[style]
+    assert dm.bos_token_id == (tok.convert_tokens_to_ids(bos) if bos else None)
+
+
+def test_a_tokenizer_that_is_not_there_is_named(tmp_path, corpus_dir):
+    with pytest.raises(FileNotFoundError, match=r"tokenizer '.*absent' does not exist: give a model folder"):
+        _tiny_module(corpus_dir, tmp_path / "cache", tokenizer=str(tmp_path / "absent"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty holds no tokenizer \(no tokenizer.json"):
+        _tiny_module(corpus_dir, tmp_path / "cache", tokenizer=str(tmp_path / "empty"))
+
+
 def test_packed_token_cache_is_reused_and_train_tokens_capped(tmp_path, corpus_dir):
     dm = _tiny_module(corpus_dir, tmp_path / "cache")
     dm.setup()
@@ -276,83 +299,3 @@ def test_packed_errors_name_the_file_and_the_fix(tmp_path, corpus_dir):
     dm = _tiny_module(corpus_dir, tmp_path / "cache", seq_len=100_000)
     with pytest.raises(ValueError, match="seq_len=100000: lower seq_len"):
         dm.setup()
-
-
-# --- prompt / response ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_tokenizer(tmp_path, corpus_dir):
-    return train_bpe_tokenizer(TextCorpus.from_directory(corpus_dir, "*.py"), 300)
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> str:
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8")
-    return str(path)
-
-
-PAIRS = [
-    {"prompt": "def alpha_1(x", "response": ", y=1):\n    return x"},
-    {"prompt": "# café\n", "response": "def beta_2(x, y=2):\n    return x * 3 + y - 2\n", "id": 7},
-    {"prompt": "", "response": "x"},
-]
-
-
-def test_prompt_response_labels_mask_prompt_and_padding(tmp_path, tiny_tokenizer):
-    train = _write_jsonl(tmp_path / "train.jsonl", PAIRS)
-    dm = PromptResponseDataModule(train, train, tokenizer=tiny_tokenizer, batch_size=3, max_length=64)
-    batch = next(iter(dm.val_dataloader()))  # in file order
-    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    assert ids.dtype == mask.dtype == labels.dtype == torch.int64
-    for row, pair in enumerate(PAIRS):
-        prompt = tiny_tokenizer.encode(pair["prompt"]).ids
-        response = tiny_tokenizer.encode(pair["response"]).ids
-        n = len(prompt) + len(response) + 1
-        assert ids[row, :n].tolist() == prompt + response + [dm.eos_token_id]
-        assert mask[row].tolist() == [1] * n + [0] * (ids.shape[1] - n)
-        assert labels[row].tolist() == [-100] * len(prompt) + response + [dm.eos_token_id] + [-100] * (ids.shape[1] - n)
-        assert bool((ids[row, n:] == dm.pad_token_id).all())
-    assert ids.shape[1] == max(
-        len(tiny_tokenizer.encode(p["prompt"]).ids) + len(tiny_tokenizer.encode(p["response"]).ids) + 1 for p in PAIRS
-    )
-
-
-def test_prompt_response_truncation_and_tokenizer_file(tmp_path, tiny_tokenizer):
-    path = tmp_path / "tokenizer.json"
-    tiny_tokenizer.save(str(path))
-    train = _write_jsonl(tmp_path / "train.jsonl", PAIRS)
-    full = [tiny_tokenizer.encode(p["prompt"]).ids + tiny_tokenizer.encode(p["response"]).ids for p in PAIRS]
-    n_prompts = [len(tiny_tokenizer.encode(p["prompt"]).ids) for p in PAIRS]
-    max_length = max(n_prompts) + 2
-    dm = PromptResponseDataModule(train, train, tokenizer=str(path), max_length=max_length)
-    dm.setup()
-    eos = dm.eos_token_id
-    for (ids, n_prompt), tokens, n in zip(dm.splits["val"], full, n_prompts):
-        assert n_prompt == n and ids.tolist() == (tokens + [eos])[:max_length]  # the start is kept
-    assert dm.stats["val_truncated"] == sum(len(t) + 1 > max_length for t in full) >= 1
-    long = _write_jsonl(tmp_path / "long.jsonl", [PAIRS[0], {"prompt": "x " * 80, "response": "y"}])
-    with pytest.raises(ValueError, match=r"long\.jsonl, line 2: the prompt has \d+ tokens, max_length=8"):
-        PromptResponseDataModule(long, long, tokenizer=tiny_tokenizer, max_length=8).setup()
-
-
-def test_prompt_response_errors_name_file_line_and_key(tmp_path, tiny_tokenizer):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "a"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.jsonl, line 3: missing key 'response'"):
-        read_prompt_response(bad)
-    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": 1, "response": "b"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="line 2: 'prompt' must be a string, got int"):
-        read_prompt_response(bad)
-    bad.write_text('{"prompt": "a", "response": "b"\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="line 1: not valid JSON"):
-        read_prompt_response(bad)
-    good = _write_jsonl(tmp_path / "good.jsonl", PAIRS)
-    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
-        PromptResponseDataModule(good, str(tmp_path / "absent.jsonl"), tokenizer=tiny_tokenizer)
-    with pytest.raises(FileNotFoundError, match="tok.json"):
-        PromptResponseDataModule(good, good, tokenizer=str(tmp_path / "tok.json"))
-    with pytest.raises(ValueError, match="max_length must be >= 2 .* got 1"):
-        PromptResponseDataModule(good, good, tokenizer=tiny_tokenizer, max_length=1)
-    no_pad = train_bpe_tokenizer(TextCorpus.from_files([good]), 300, special_tokens=[EOS_TOKEN])
-    with pytest.raises(ValueError, match=r"no '<\|pad\|>' token"):
-        PromptResponseDataModule(good, good, tokenizer=no_pad)
