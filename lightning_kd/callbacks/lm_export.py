@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_kd.models.language import VOCAB_FINGERPRINT_KEY
+from lightning_kd.models.language import VOCAB_FINGERPRINT_KEY, model_folder
+
+ADAPTER_FOLDER = "adapter"
+"""Where :func:`save_language_model` puts a ``peft`` model's adapter, beside the merged model."""
+
+
+def is_adapter_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``peft`` model (adapters on a base model)."""
+    return callable(getattr(model, "merge_and_unload", None)) and hasattr(model, "peft_config")
 
 
 def save_language_model(model: nn.Module, folder: str | os.PathLike, tokenizer: Any = None) -> Path:
@@ -20,14 +30,23 @@ def save_language_model(model: nn.Module, folder: str | os.PathLike, tokenizer: 
     ``AutoTokenizer`` alone. The vocabulary's fingerprint goes into ``config.json``
     (``lightning_kd_vocab_fingerprint``), so a later distillation can check the vocabulary by identity.
 
+    A ``peft`` model (LoRA) is written twice: merged into its base in ``folder`` (the adapters folded into the
+    weights: a plain model, nothing but ``transformers`` needed) and as the adapter alone in
+    ``folder/adapter`` (``PeftModel.from_pretrained(base, folder/adapter)``), whose ``base_model_name_or_path``
+    is made relative to that folder when the base is a local folder (the absolute path stays recorded as
+    ``lightning_kd_base_model_path``), so the pair can be moved together.
+
     Args:
-        model: a ``transformers`` causal LM.
+        model: a ``transformers`` causal LM, or a ``peft`` model around one.
         folder: a new or empty folder; an existing non-empty one is refused (nothing is overwritten).
         tokenizer: a ``tokenizers.Tokenizer`` trained here (wrapped for transformers) or a transformers tokenizer.
     """
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{folder} already holds files; choose a new folder (nothing is overwritten).")
+    adapter = model if is_adapter_model(model) else None
+    if adapter is not None:
+        model = copy.deepcopy(adapter).merge_and_unload()  # the live model keeps its adapters
     if tokenizer is not None and not hasattr(tokenizer, "save_pretrained"):
         from lightning_kd.data.tokenizer import as_transformers_tokenizer
 
@@ -37,16 +56,31 @@ def save_language_model(model: nn.Module, folder: str | os.PathLike, tokenizer: 
 
         setattr(model.config, VOCAB_FINGERPRINT_KEY, vocab_fingerprint(tokenizer))
         eos = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         model.config.eos_token_id = eos
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.pad_token_id = pad
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.eos_token_id = eos
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.generation_config.pad_token_id = pad
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    if adapter is not None:
+        _save_adapter(adapter, folder / ADAPTER_FOLDER)
     return folder
+
+
+def _save_adapter(adapter: nn.Module, folder: Path) -> None:
+    base = model_folder(adapter)
+    adapter.save_pretrained(folder)
+    config_path = folder / "adapter_config.json"
+    if base is None or not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    config["lightning_kd_base_model_path"] = str(base.resolve())
+    config["base_model_name_or_path"] = os.path.relpath(base.resolve(), folder.resolve())
+    config_path.write_text(json.dumps(config, indent=2))
 
 
 def generate_samples(
@@ -104,7 +138,13 @@ class SaveLanguageModel(L.Callback):
             return
         model = network()
         dm = trainer.datamodule
-        tokenizer = getattr(dm, "tokenizer", None)
+        tokenizer = run_tokenizer(dm, model)
+        if tokenizer is None:
+            rank_zero_warn(
+                "SaveLanguageModel: no tokenizer to save with the model (the data module has none and the model was "
+                "not loaded from a folder with one): AutoTokenizer cannot load the saved folder until you copy the "
+                "tokenizer files the data was encoded with into it."
+            )
         root = Path(trainer.log_dir or trainer.default_root_dir)
         folder = Path(self.folder) if self.folder is not None else root / "hf_model"
         try:
@@ -118,6 +158,8 @@ class SaveLanguageModel(L.Callback):
             self._write_samples(model, folder, dm)
 
     def _write_samples(self, model: nn.Module, folder: Path, dm: Any) -> None:
+        if dm is None or not callable(getattr(dm, "val_dataloader", None)):
+            return
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -127,3 +169,16 @@ class SaveLanguageModel(L.Callback):
         for prompt, text in generate_samples(model, tokenizer, prompts, self.max_new_tokens):
             lines += ["**Prompt**", "", "```", prompt, "```", "", "**Continuation**", "", "```", text, "```", ""]
         (folder / "samples.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def run_tokenizer(datamodule: Any, model: nn.Module) -> Any:
+    """The tokenizer a run used: its data module's, else the one in the folder the model was loaded from."""
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    if tokenizer is not None:
+        return tokenizer
+    source = model_folder(model)
+    if source is not None and any((source / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    return None

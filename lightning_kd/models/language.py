@@ -54,6 +54,8 @@ def llama_lm(
     dtype: str = "float32",
     vocab_fingerprint: str | None = None,
     seed: int | None = None,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
 ) -> nn.Module:
     """A randomly initialised Llama-architecture causal LM (``transformers.LlamaForCausalLM``).
 
@@ -73,6 +75,9 @@ def llama_lm(
             used nor changed), so two recipes that build the same student — alone and with KD, after a teacher
             was built or not — start from the same weights. ``None``: transformers' own initialisation from the
             global RNG.
+        attn_implementation: ``eager``, ``sdpa``, ``flash_attention_2``, … (transformers' choice when ``None``).
+        gradient_checkpointing: recompute each decoder layer's activations in backward instead of keeping them
+            (less memory, about a third more compute): for a student too large for its batch.
 
     Example:
         >>> m = llama_lm(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2)  # doctest: +SKIP
@@ -98,10 +103,20 @@ def llama_lm(
     )
     if vocab_fingerprint is not None:
         setattr(config, VOCAB_FINGERPRINT_KEY, vocab_fingerprint)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
     model = transformers.LlamaForCausalLM(config)
     if seed is not None:
         init_weights(model, seed, config.initializer_range)
-    return model.to(_dtype(dtype))
+    return _ready(model.to(_dtype(dtype)), gradient_checkpointing)
+
+
+def _ready(model: nn.Module, gradient_checkpointing: bool) -> nn.Module:
+    """``model`` in train mode (``from_pretrained`` returns eval mode: dropout off) with gradient checkpointing
+    switched on when asked."""
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
 
 
 @torch.no_grad()
@@ -120,13 +135,23 @@ def init_weights(model: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
     return model
 
 
-def pretrained_lm(path: str | os.PathLike, dtype: str = "float32", local_files_only: bool = True) -> nn.Module:
-    """A causal LM from a ``transformers`` folder (``save_pretrained``) or, with ``local_files_only=False``, the hub.
+def pretrained_lm(
+    path: str | os.PathLike,
+    dtype: str = "float32",
+    local_files_only: bool = True,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> nn.Module:
+    """A causal LM from a ``transformers`` folder (``save_pretrained``) or, with ``local_files_only=False``, the hub,
+    in train mode (``from_pretrained`` returns eval mode; a teacher component puts its model back in eval).
 
     Args:
-        path: the folder (``config.json`` + weights), or a hub id.
+        path: the folder (``config.json`` + weights), or a hub id. Its tokenizer files, if any, say the model's
+            vocabulary: a distillation checks the data's tokenizer against them.
         dtype: the dtype to load in, explicitly: ``float32`` (default), ``bfloat16`` or ``float16``.
         local_files_only: never download; a missing folder is an error naming it.
+        attn_implementation: ``eager``, ``sdpa``, ``flash_attention_2``, … (transformers' choice when ``None``).
+        gradient_checkpointing: recompute each decoder layer's activations in backward instead of keeping them.
     """
     transformers = _transformers()
     folder = Path(path)
@@ -136,12 +161,24 @@ def pretrained_lm(path: str | os.PathLike, dtype: str = "float32", local_files_o
             f"pretrained_lm: {os.fspath(path)!r} is not a transformers model folder ({hint}); save one with "
             "model.save_pretrained(folder), or pass local_files_only=False to download a hub id."
         )
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        os.fspath(path), dtype=_dtype(dtype), local_files_only=local_files_only
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        os.fspath(path), dtype=_dtype(dtype), local_files_only=local_files_only, **extra
     )
+    return _ready(model, gradient_checkpointing)
 
 
 def model_vocab_fingerprint(model: nn.Module) -> str | None:
-    """The vocabulary fingerprint recorded in a model's config, if any."""
-    value = getattr(getattr(model, "config", None), VOCAB_FINGERPRINT_KEY, None)
+    """The vocabulary fingerprint recorded in a model's config, if any (through adapter wrappers)."""
+    get = getattr(model, "get_base_model", None)
+    config = getattr(get() if callable(get) else model, "config", None)
+    value = getattr(config, VOCAB_FINGERPRINT_KEY, None)
     return value if isinstance(value, str) else None
+
+
+def model_folder(model: nn.Module) -> Path | None:
+    """The local folder a model was loaded from (``from_pretrained``), if it was (through adapter wrappers)."""
+    get = getattr(model, "get_base_model", None)
+    config = getattr(get() if callable(get) else model, "config", None)
+    name = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
+    return Path(name) if isinstance(name, str) and name and Path(name).is_dir() else None

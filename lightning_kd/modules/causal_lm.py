@@ -16,13 +16,13 @@ from lightning_kd.core.feature_term import FeatureTerm
 from lightning_kd.core.lm import CausalLMTeacher, Generation, StudentRows, TokenFeatureTerms, TokenLoss
 from lightning_kd.core.teacher import TeacherBase, TeacherOutput, output_logits
 from lightning_kd.losses.divergence import Divergence, as_divergence
-from lightning_kd.models.language import model_vocab_fingerprint
 from lightning_kd.modules.causal_lm_plain import CausalLMModule, check_chunk_size
 from lightning_kd.modules.common import dry_run_feature_terms, save_plain_hyperparameters
 from lightning_kd.modules.language import (
     IGNORE_INDEX,
     LanguageModelBase,
     check_same_vocab,
+    model_vocab,
     next_token_labels,
     read_vocab_record,
     resolve_vocab_size,
@@ -147,9 +147,7 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
         recorded = read_vocab_record(ckpt)
         if recorded:
             return recorded, f"teacher_ckpt {ckpt!r}"
-        model = getattr(self.teacher, "model", None)
-        fp = model_vocab_fingerprint(model) if model is not None else None
-        return fp, "its config"
+        return model_vocab(getattr(self.teacher, "model", None))
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -171,8 +169,8 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
         widths = self.head_widths(student=self.student, teacher=getattr(self.teacher, "model", None))
         self.loss_vocab_size = resolve_vocab_size(widths, size, self.vocab_size_arg, name)
         teacher_fp, teacher_source = self._teacher_vocab
-        student_fp = model_vocab_fingerprint(self.student)
-        records = [("data", fp, name), ("teacher", teacher_fp, teacher_source), ("student", student_fp, "its config")]
+        student_fp, student_source = model_vocab(self.student)
+        records = [("data", fp, name), ("teacher", teacher_fp, teacher_source), ("student", student_fp, student_source)]
         check_same_vocab(records, name)
         if teacher_fp is None and stage == "fit" and not self.teacher.checks_vocab:
             rank_zero_warn(

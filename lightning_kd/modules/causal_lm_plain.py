@@ -11,11 +11,11 @@ from torch import Tensor, nn
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.lm import token_loss_for_model
 from lightning_kd.core.teacher import output_logits
-from lightning_kd.models.language import model_vocab_fingerprint
 from lightning_kd.modules.common import save_plain_hyperparameters
 from lightning_kd.modules.language import (
     LanguageModelBase,
     check_same_vocab,
+    model_vocab,
     next_token_labels,
     resolve_vocab_size,
 )
@@ -72,8 +72,8 @@ class CausalLMModule(LanguageModelBase):
         self._record_data_vocab()
         fp, size, name = self.data_vocab()
         resolve_vocab_size(self.head_widths(model=self.model), size, None, name)
-        source = "its config" if model_vocab_fingerprint(self.model) else ""
-        check_same_vocab([("model", model_vocab_fingerprint(self.model), source), ("data", fp, name)], name)
+        model_fp, source = model_vocab(self.model)
+        check_same_vocab([("model", model_fp, source), ("data", fp, name)], name)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = self.unpack_batch(batch)

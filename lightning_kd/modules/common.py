@@ -221,6 +221,22 @@ class BaseModule(StepLogging, L.LightningModule):
             check_module_class(cls, peeked, source=f"checkpoint {os.fspath(checkpoint_path)!r}")
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
+    def on_fit_start(self) -> None:
+        self.train_what_is_trained()
+
+    def on_train_epoch_start(self) -> None:
+        self.train_what_is_trained()
+
+    def train_what_is_trained(self) -> None:
+        """At the start of fit and of every epoch, put each trained part (student, connectors, discriminator…)
+        that is wholly in eval mode back in train mode: a model loaded with ``from_pretrained`` comes in eval mode
+        (dropout off for every step), and Lightning no longer switches modes itself. A part in train mode keeps
+        the submodules its user froze in eval (BatchNorm statistics); teacher components stay in eval mode."""
+        self.training = True
+        for child in self.children():
+            if not child.training and not isinstance(child, TeacherBase):
+                child.train()
+
     def on_train_epoch_end(self) -> None:
         self.check_finite(f"at the end of epoch {self.current_epoch}")
 

@@ -14,6 +14,7 @@ from torchmetrics import Metric
 
 from lightning_kd.core.batch import Batch
 from lightning_kd.core.lm import head_width
+from lightning_kd.models.language import model_folder, model_vocab_fingerprint
 from lightning_kd.modules.common import BaseModule
 
 IGNORE_INDEX = -100
@@ -100,9 +101,18 @@ def check_same_vocab(records: list[tuple[str, str | None, str]], data_name: str)
                 f"the {who}'s vocabulary ({source}: sha256 {fp[:12]}…) is not the {ref_who}'s ({ref_source}: "
                 f"sha256 {ref_fp[:12]}…). Tokenizers are compared by identity, not size: two tokenizers with the "
                 "same number of tokens map text to different ids, and distilling across them trains on garbage. "
-                f"Use the tokenizer the {who} was trained with for {data_name}, or a {who} trained on this one. "
-                "Cross-tokenizer distillation (token alignment, as in ULD/GOLD) is not supported yet."
+                f"Use the tokenizer the {who} was trained with for {data_name}{_folder_hint(source, ref_source)}, or "
+                f"a {who} trained on this one. Cross-tokenizer distillation (token alignment, as in ULD/GOLD) is not "
+                "supported yet."
             )
+
+
+def _folder_hint(*sources: str) -> str:
+    """`` (data: tokenizer: <folder>)`` when one side's vocabulary comes from a model folder's tokenizer."""
+    for source in sources:
+        if source.startswith("the tokenizer in "):
+            return f" (its data module's tokenizer: {source[len('the tokenizer in ') :]})"
+    return ""
 
 
 class LanguageModelBase(BaseModule):
@@ -278,3 +288,22 @@ def vocab_fingerprint_of(value: str) -> str:
     from lightning_kd.data.tokenizer import vocab_fingerprint
 
     return vocab_fingerprint(Tokenizer.from_file(path))
+
+
+def model_vocab(model: nn.Module | None) -> tuple[str | None, str]:
+    """``(fingerprint, where it comes from)`` of the vocabulary a model was built for: the one recorded in its
+    config (``lightning_kd_vocab_fingerprint``), else that of the tokenizer files in the folder it was loaded from
+    (a user's model folder); ``(None, "")`` when nothing says."""
+    if model is None:
+        return None, ""
+    recorded = model_vocab_fingerprint(model)
+    if recorded:
+        return recorded, "its config"
+    folder = model_folder(model)
+    if folder is None or not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+        return None, ""
+    from transformers import AutoTokenizer
+
+    from lightning_kd.data.tokenizer import vocab_fingerprint
+
+    return vocab_fingerprint(AutoTokenizer.from_pretrained(folder, local_files_only=True)), f"the tokenizer in {folder}"

@@ -81,6 +81,8 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
         args += [f"--data.init_args.text_dir={corpus}", "--data.init_args.pattern=*.py"]
         args += ["--data.init_args.vocab_size=300", "--data.init_args.seq_len=16", "--data.init_args.batch_size=4"]
         args += ["--data.init_args.val_fraction=0.3", f"--data.init_args.cache_dir={tmp_path / 'lm_data'}"]
+    if cfg["data"]["class_path"].endswith("PromptResponseDataModule"):  # a user's folders and chat data
+        args += _own_models(init, tmp_path)
     teacher = init.get("teacher") or {}
     if teacher.get("class_path") == "lightning_kd.CachedTeacher":  # a 1-epoch cache of a tiny teacher first
         from lightning_kd.apps.cache import build_from_recipe
@@ -103,6 +105,37 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
             ).strip()
         )
         cache_lm.build_from_recipe([str(REPO / f) for f in recipe], args, k=8)
+    return args
+
+
+def _own_models(init: dict, tmp_path: Path) -> list[str]:
+    """Tiny Qwen 2 model folders (ChatML tokenizer) and a chat JSONL where a recipe names a user's files."""
+    import json
+
+    from tests.lm_families import family_tokenizer, model_folder
+    from tests.lm_helpers import write_corpus
+
+    write_corpus(tmp_path / "corpus")
+    tok = family_tokenizer("qwen", tmp_path / "corpus")
+    teacher, student = (
+        model_folder(tmp_path, "qwen2", 1, width=48, tok=tok),
+        model_folder(tmp_path, "qwen2", 2, tok=tok),
+    )
+
+    def chat(i: int) -> list[dict]:
+        return [{"role": "user", "content": f"Write f_{i}."}, {"role": "assistant", "content": f"def f_{i}(x): ..."}]
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": chat(i)}) for i in range(8)), encoding="utf-8")
+    args = [f"--model.init_args.teacher.init_args.path={teacher}"]
+    student_args = init["student"]["init_args"]
+    where = "student.init_args.model" if "model" in student_args else "student"  # a LoRA wrapper holds the model
+    args += [f"--model.init_args.{where}.init_args.path={student}", f"--data.init_args.tokenizer={student}"]
+    args += [
+        f"--data.init_args.train_file={data}",
+        f"--data.init_args.val_file={data}",
+        "--data.init_args.batch_size=2",
+    ]
     return args
 
 

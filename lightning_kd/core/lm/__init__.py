@@ -18,6 +18,7 @@ from lightning_kd.core.lm.heads import (
     final_hidden,
     head_width,
     lm_head,
+    unwrapped,
 )
 from lightning_kd.core.lm.teacher import CausalLMTeacher
 from lightning_kd.core.lm.token_loss import (

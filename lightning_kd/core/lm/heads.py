@@ -31,14 +31,27 @@ class UnsupportedHeadError(ValueError):
     """The model's lm head is not ``hidden @ W.T + b``: the chunked path cannot reproduce its logits."""
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The ``transformers`` causal LM inside adapter wrappers (a ``peft`` model's ``get_base_model()``, its LoRA
+    layers in place), or ``model`` itself."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
 def lm_head(model: nn.Module, who: str = "model") -> tuple[Tensor, Tensor | None]:
-    """``(weight (V, H), bias (V,) or None)`` of a causal LM's output layer."""
-    get = getattr(model, "get_output_embeddings", None)
+    """``(weight (V, H), bias (V,) or None)`` of a causal LM's output layer (through adapter wrappers)."""
+    get = getattr(unwrapped(model), "get_output_embeddings", None)
     head = get() if callable(get) else None
-    if not isinstance(head, nn.Linear):
+    if not isinstance(head, nn.Linear) or type(head).forward is not nn.Linear.forward:
+        adapted = head is not None and hasattr(head, "base_layer")
+        why = (
+            "is wrapped by an adapter (LoRA on the lm head): leave the head out of target_modules, or"
+            if adapted
+            else f"is not an nn.Linear (get_output_embeddings() gave {type(head).__name__}):"
+        )
         raise UnsupportedHeadError(
-            f"the {who} ({type(model).__name__}) has no nn.Linear output layer (get_output_embeddings() gave "
-            f"{type(head).__name__}); the chunked loss needs one: set chunk_size: null to use full logits."
+            f"the {who}'s output layer ({type(model).__name__}) {why} the chunked loss needs a plain linear head; "
+            "set chunk_size: null to use full logits."
         )
     return head.weight, head.bias
 
@@ -55,7 +68,7 @@ def check_plain_head(model: nn.Module, who: str = "model") -> None:
                 "logits) for this model."
             )
     lm_head(model, who)
-    if not isinstance(getattr(model, "base_model", None), nn.Module):
+    if not isinstance(getattr(unwrapped(model), "base_model", None), nn.Module):
         raise UnsupportedHeadError(
             f"the {who} ({type(model).__name__}) has no base_model giving the final hidden states; set chunk_size: "
             "null to use full logits."
@@ -63,8 +76,9 @@ def check_plain_head(model: nn.Module, who: str = "model") -> None:
 
 
 def final_hidden(model: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
-    """``(B, L, H)`` final hidden states (after the final norm) of a ``transformers`` causal LM."""
-    out = model.base_model(**inputs)
+    """``(B, L, H)`` final hidden states (after the final norm) of a ``transformers`` causal LM, through adapter
+    wrappers (a ``peft`` model's ``base_model`` is the adapter layer, not the decoder)."""
+    out = unwrapped(model).base_model(**inputs)
     hidden = getattr(out, "last_hidden_state", None)
     if hidden is None:
         hidden = out[0]
@@ -74,14 +88,23 @@ def final_hidden(model: nn.Module, inputs: Mapping[str, Tensor]) -> Tensor:
 def check_head_matches(model: nn.Module, inputs: Mapping[str, Tensor], who: str = "model", atol: float = 1e-3) -> None:
     """Check that ``final_hidden`` and ``lm_head`` reproduce the model's own logits on ``inputs``.
 
+    Both passes run with the model in eval mode (dropout off; each submodule's mode is put back after), so a model
+    trained with dropout is compared with itself, not with another dropout draw.
+
     Raises:
         UnsupportedHeadError: they differ by more than ``atol`` (relative to the logits' scale); the message
             names the model and the fallback.
     """
-    with torch.no_grad():
-        logits = output_logits(model(**inputs), who).float()
-        weight, bias = lm_head(model, who)
-        mine = nn.functional.linear(final_hidden(model, inputs), weight, bias).float()
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = output_logits(model(**inputs), who).float()
+            weight, bias = lm_head(model, who)
+            mine = nn.functional.linear(final_hidden(model, inputs), weight, bias).float()
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
     if mine.shape != logits.shape:
         raise UnsupportedHeadError(
             f"the {who} ({type(model).__name__}) returns logits of shape {tuple(logits.shape)} but its hidden states "
@@ -99,6 +122,7 @@ def check_head_matches(model: nn.Module, inputs: Mapping[str, Tensor], who: str 
 
 def head_width(model: nn.Module) -> int | None:
     """Number of vocabulary columns of the model's logits (its lm head's rows), when it has a linear head."""
-    get = getattr(model, "get_output_embeddings", None)
+    get = getattr(unwrapped(model), "get_output_embeddings", None)
     head = get() if callable(get) else None
-    return head.weight.shape[0] if isinstance(head, nn.Linear) else None
+    weight = getattr(head, "weight", None)
+    return weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else None
