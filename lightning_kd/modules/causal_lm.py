@@ -18,17 +18,15 @@ from lightning_kd.core.teacher import TeacherBase, TeacherOutput, output_logits
 from lightning_kd.losses.divergence import Divergence, as_divergence
 from lightning_kd.modules.causal_lm_plain import CausalLMModule, check_chunk_size
 from lightning_kd.modules.common import dry_run_feature_terms, save_plain_hyperparameters
-from lightning_kd.modules.language import (
-    IGNORE_INDEX,
-    LanguageModelBase,
+from lightning_kd.modules.language import IGNORE_INDEX, LanguageModelBase, next_token_labels
+from lightning_kd.modules.temperature_alpha import TemperatureAlpha
+from lightning_kd.modules.vocabulary import (
     check_same_vocab,
     model_vocab,
-    next_token_labels,
     read_vocab_record,
     resolve_vocab_size,
     vocab_fingerprint_of,
 )
-from lightning_kd.modules.temperature_alpha import TemperatureAlpha
 
 
 class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):

@@ -12,13 +12,8 @@ from lightning_kd.core.batch import Batch
 from lightning_kd.core.lm import token_loss_for_model
 from lightning_kd.core.teacher import output_logits
 from lightning_kd.modules.common import save_plain_hyperparameters
-from lightning_kd.modules.language import (
-    LanguageModelBase,
-    check_same_vocab,
-    model_vocab,
-    next_token_labels,
-    resolve_vocab_size,
-)
+from lightning_kd.modules.language import LanguageModelBase, next_token_labels
+from lightning_kd.modules.vocabulary import check_same_vocab, model_vocab, resolve_vocab_size
 
 
 def check_chunk_size(chunk_size: int | None) -> None:

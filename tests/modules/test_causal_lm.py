@@ -18,7 +18,8 @@ from lightning_kd.data.text import PackedTextDataModule  # noqa: E402
 from lightning_kd.losses.token import TOKEN_DIVERGENCES, token_divergence  # noqa: E402
 from lightning_kd.models.language import llama_lm  # noqa: E402
 from lightning_kd.modules.causal_lm import CausalLMDistillation, CausalLMModule  # noqa: E402
-from lightning_kd.modules.language import VOCAB_RECORD_KEY, next_token_labels  # noqa: E402
+from lightning_kd.modules.language import next_token_labels  # noqa: E402
+from lightning_kd.modules.vocabulary import VOCAB_RECORD_KEY  # noqa: E402
 from tests.lm_helpers import Batches, V, dict_batch, tiny, trainer, write_corpus  # noqa: E402
 
 
