@@ -10,50 +10,16 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lightning_kd.losses.divergence import Divergence, divergence_kinds, divergence_rows
+from lightning_kd.losses.divergence import divergence_kinds, divergence_rows
 
 TOKEN_DIVERGENCES = divergence_kinds()
 
 
-def token_divergence(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    divergence: Divergence | str = "forward_kl",
-    *,
-    temperature: float | Tensor = 1.0,
-    mask: Tensor | None = None,
-    vocab_size: int | None = None,
-    scale_by_t2: bool = True,
-) -> Tensor:
-    """Per-token ``divergence`` between student and teacher next-token distributions, ``(*, V) -> (*,)``.
-
-    Args:
-        student_logits: ``(N, V_s)`` (or ``(*, V_s)``); any dtype, computed in fp32.
-        teacher_logits: ``(N, V_t)``; no gradient flows into it.
-        divergence: a :class:`~lightning_kd.losses.divergence.Divergence` (kind, beta, skew) or a kind's name.
-        temperature: ``T > 0``; both logits are divided by ``T`` before the softmax.
-        mask: ``(N,)`` bool or 0/1, True for valid tokens; other tokens give 0. ``None``: all are valid.
-        vocab_size: compare only the first ``vocab_size`` columns of both logits (heads padded past the
-            tokenizer's size); required when ``V_s != V_t``.
-        scale_by_t2: multiply the result by ``T²`` (default), as in Hinton's KD.
-
-    Returns:
-        ``(N,)`` fp32 per-token values, 0 where ``mask`` is False.
-
-    Example:
-        >>> s = torch.tensor([[0.0, 0.0], [1.0, 2.0]]); t = torch.tensor([[0.0, 2.0], [1.0, 2.0]])
-        >>> token_divergence(s, t, Divergence("jsd", beta=0.5), mask=torch.tensor([True, False]))
-        tensor([0.0895, 0.0000])
-    """
-    return divergence_rows(
-        student_logits,
-        teacher_logits,
-        divergence,
-        temperature,
-        mask=mask,
-        vocab_size=vocab_size,
-        scale_by_t2=scale_by_t2,
-    )
+token_divergence = divergence_rows
+"""Per-token divergence between student and teacher next-token distributions, ``(*, V) -> (*,)``: the core's
+:func:`~lightning_kd.losses.divergence.divergence_rows` (a ``Divergence`` or a kind's name, ``temperature``,
+``mask`` of valid tokens, ``vocab_size`` for heads padded past the tokenizer, ``scale_by_t2``), under the name the
+token losses use."""
 
 
 def reduce_token_loss(
