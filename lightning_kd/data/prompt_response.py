@@ -217,7 +217,7 @@ class PromptResponseDataModule(TokenizerProperties, L.LightningDataModule):
         if tokenizer is None:
             self.tokenizer = as_transformers_tokenizer(stdlib_tokenizer(vocab_size, cache_dir=cache_dir))
         else:
-            self.tokenizer = load_tokenizer(tokenizer)
+            self.tokenizer = load_tokenizer(tokenizer, local_files_only=False)
         self.files = {"train": Path(train_file), "val": Path(val_file)}
         self.max_length, self.batch_size, self.seed, self.num_workers = max_length, batch_size, seed, num_workers
         self.splits: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}

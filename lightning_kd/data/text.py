@@ -169,7 +169,7 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         self.max_train_tokens, self.min_frequency = max_train_tokens, min_frequency
         self.with_indices = with_indices
         # a given tokenizer is loaded now (a path that is not there fails here); the default BPE is trained lazily
-        self._tokenizer: Any = load_tokenizer(tokenizer) if tokenizer is not None else None
+        self._tokenizer: Any = load_tokenizer(tokenizer, local_files_only=False) if tokenizer is not None else None
         self.splits: dict[str, PackedSequences] = {}
         self.stats: dict[str, int] = {}
 

@@ -37,8 +37,8 @@ def load_tokenizer(source: TokenizerSource, local_files_only: bool = True) -> Pr
         source: a ``transformers`` tokenizer (returned as is); a ``tokenizers.Tokenizer`` trained here (wrapped:
             ``<|endoftext|>`` is its EOS, ``<|pad|>`` its pad); a model or tokenizer folder (``AutoTokenizer``,
             its ``tokenizer_config.json`` says which tokens are special); a ``tokenizer.json`` file (trained here,
-            or beside a ``tokenizer_config.json``, which is then read from its folder); or, with
-            ``local_files_only=False``, a hub id.
+            or beside a ``tokenizer_config.json``, which is then read from its folder); or a hub id (``org/name``),
+            found in the local hub cache — or downloaded, with ``local_files_only=False``.
         local_files_only: never download; a path that does not exist is an error naming it.
 
     Raises:
@@ -88,12 +88,28 @@ def _from_path(path: Path, local_files_only: bool, transformers: Any) -> PreTrai
                 "tokenizer.save_pretrained(folder), or point tokenizer: at the folder that has it."
             )
         return transformers.AutoTokenizer.from_pretrained(os.fspath(path), local_files_only=True)
-    if local_files_only:
-        raise FileNotFoundError(
-            f"tokenizer {os.fspath(path)!r} does not exist: give a model folder (with its tokenizer files), a "
-            "tokenizer.json, or a hub id with local_files_only=False."
-        )
-    return transformers.AutoTokenizer.from_pretrained(os.fspath(path))
+    name = os.fspath(path)
+    missing = FileNotFoundError(
+        f"tokenizer {name!r} does not exist: give a model folder (with its tokenizer files) or a tokenizer.json; a "
+        "hub id (org/name) is looked up in the local hub cache, and downloaded only where the network is reachable."
+    )
+    if not _looks_like_hub_id(name):
+        raise missing
+    try:  # a hub id: the local cache first; the hub itself only when allowed
+        return transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        if local_files_only:
+            raise missing from None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise missing from err
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``org/name`` (one slash, no path syntax): what the hub names a repository."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
 
 
 def _eos_only(raw: Any) -> PreTrainedTokenizerBase:

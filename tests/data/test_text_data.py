@@ -240,6 +240,10 @@ def test_a_models_tokenizer_encodes_the_text_with_its_own_bos_and_eos(tmp_path, 
 def test_a_tokenizer_that_is_not_there_is_named(tmp_path, corpus_dir):
     with pytest.raises(FileNotFoundError, match=r"tokenizer '.*absent' does not exist: give a model folder"):
         _tiny_module(corpus_dir, tmp_path / "cache", tokenizer=str(tmp_path / "absent"))
+    from lightning_kd.data.text_tokenizer import load_tokenizer
+
+    with pytest.raises(FileNotFoundError, match="'nobody/no-such-model' does not exist: .* looked up in the local hub"):
+        load_tokenizer("nobody/no-such-model")  # a hub id not in the local cache (and no download asked)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"empty holds no tokenizer \(no tokenizer.json"):
         _tiny_module(corpus_dir, tmp_path / "cache", tokenizer=str(tmp_path / "empty"))
