@@ -32,7 +32,7 @@ import yaml
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
-from lightning_kd.apps.cli_errors import DEBUG_ENV, short_message
+from lightning_kd.apps.cli_errors import DEBUG_ENV, exit_interrupted, interrupted_fit, short_message
 from lightning_kd.callbacks.run_checkpoint import RunCheckpoint
 from lightning_kd.core.teacher import TeacherBase
 from lightning_kd.core.weights import read_run_checkpoint
@@ -62,6 +62,12 @@ class KDCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_argument(
+            "--allow_untrained",
+            type=bool,
+            default=False,
+            help="validate/test/predict without --ckpt_path even when the trained networks are freshly built",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -87,10 +93,13 @@ class KDCLI(LightningCLI):
         ``<subcommand>/version_<n>``, never into the training run's files; ``predict`` needs trained weights."""
         ckpt = config.get("ckpt_path")
         if not ckpt:
-            if self.subcommand == "predict":
+            untrained = untrained_networks(config.get("model"))
+            if untrained and not config.get("allow_untrained"):
+                what = {"predict": "predictions", "validate": "scores", "test": "scores"}[self.subcommand]
                 raise ValueError(
-                    "predict needs trained weights: pass --ckpt_path (e.g. runs/digits/kd/model.ckpt, the model a "
-                    "fit published); without it the predictions would come from untrained models."
+                    f"{self.subcommand} needs trained weights: pass --ckpt_path (e.g. runs/digits/kd/model.ckpt, the "
+                    f"model a fit published); without it the {what} would come from the freshly built "
+                    f"{' and '.join(untrained)}. To score them as built on purpose, add --allow_untrained true."
                 )
             return
         folder = str(Path(ckpt).resolve().parent / self.subcommand)
@@ -163,6 +172,39 @@ class KDCLI(LightningCLI):
         hparams = {"_class_path": model["class_path"], **(model.get("init_args") or {})}
         hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
         self.model.save_hyperparameters(hparams)
+
+
+# constructor arguments that are the networks a module trains
+_TRAINED_ARGS = ("student", "students", "model")
+# network builders that load trained weights: evaluating what they build needs no checkpoint
+_LOADERS = ("pretrained_lm",)
+
+
+def untrained_networks(model: Any) -> list[str]:
+    """The trained networks of a model config (``student``, ``model``, …) that are built from scratch — not
+    loaded (``pretrained_lm``, a LoRA around one, torchvision ``weights``, timm ``pretrained``)."""
+    init = _get(model, "init_args") or {}
+    names = []
+    for key in _TRAINED_ARGS:
+        value = _get(init, key)
+        networks = value if isinstance(value, list) else [value] if value is not None else []
+        if networks and not all(_loaded(n) for n in networks):
+            names.append(key)
+    return names
+
+
+def _get(config: Any, key: str) -> Any:
+    return config.get(key) if isinstance(config, (dict, Namespace)) else getattr(config, key, None)
+
+
+def _loaded(network: Any) -> bool:
+    path = str(_get(network, "class_path") or "")
+    args = _get(network, "init_args") or {}
+    if path.endswith(_LOADERS):
+        return True
+    if path.endswith("lora"):
+        return _loaded(_get(args, "model"))
+    return bool(_get(args, "weights")) or bool(_get(args, "pretrained"))
 
 
 # --ckpt_path values that Lightning resolves itself (the run's last or best checkpoint, ...)
@@ -262,10 +304,16 @@ def quiet_third_party_noise() -> None:
 
 def _short_errors(run: Callable[[], object], argv: Sequence[str] | None) -> None:
     """Run ``run``; a failure prints the library's message in a line or two and exits 1 (``LIGHTNING_KD_DEBUG=1``:
-    the traceback instead)."""
+    the traceback instead); Ctrl-C prints two lines and exits 130 (a fit says where it saved its state first)."""
     try:
         run()
-    except (SystemExit, KeyboardInterrupt):
+    except KeyboardInterrupt:
+        stop = interrupted_fit()
+        exit_interrupted(stop[1] if stop else None)
+    except SystemExit as exit_:
+        stop = interrupted_fit() if exit_.code == 1 else None  # Lightning turns Ctrl-C in a fit into sys.exit(1)
+        if stop is not None:
+            exit_interrupted(stop[1])
         raise
     except Exception as err:  # noqa: BLE001 - every failure gets the short form; the traceback on request
         if os.environ.get(DEBUG_ENV):

@@ -9,10 +9,13 @@ away: ``LIGHTNING_KD_DEBUG=1``.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
+import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 DEBUG_ENV = "LIGHTNING_KD_DEBUG"
 _NOISE = re.compile(r"^\s*(- )?Expected a <class 'NoneType'>\s*$")
@@ -138,7 +141,10 @@ def _resolves(path: str) -> bool:
 
 
 def _top_level_options() -> list[str]:
-    return ["config", "print_config", "seed_everything", "trainer", "model", "data", "ckpt_path", "checkpoint"]
+    return [
+        "config", "print_config", "seed_everything", "trainer", "model", "data", "ckpt_path", "checkpoint",
+        "allow_untrained",
+    ]  # fmt: skip
 
 
 def _unrecognized(text: str) -> str | None:
@@ -244,3 +250,46 @@ def short_message(err: BaseException, argv: Sequence[str] | None = None) -> str:
 
 def _with_option(message: str, option: str | None) -> str:
     return f"{option}: {message}" if option and option not in message else message
+
+
+def interrupted_fit() -> tuple[str, str | None] | None:
+    """``(signal, where its state was saved)`` when the last fit in this process was stopped by Ctrl-C (Lightning
+    exits 1 then, without saying so); ``None`` otherwise."""
+    from lightning_kd.callbacks.run_checkpoint import take_interrupt
+
+    stop = take_interrupt()
+    return stop if stop is not None and stop[0] == "SIGINT" else None
+
+
+def exit_interrupted(where: str | None = None) -> None:
+    """Ctrl-C: two lines, exit status 130 (128 + SIGINT), as a shell reports it; no traceback. ``where``: the
+    stopped fit's step, the checkpoint its state went to and how to resume."""
+    if where:
+        first, _, resume = where.partition(": resume")
+        lines = [f"lightning-kd: interrupted (Ctrl-C) {first}.", f"Resume{resume}." if resume else ""]
+    else:
+        lines = [
+            "lightning-kd: interrupted (Ctrl-C). What a run had finished is kept.",
+            "A fit saves its state in its last.ckpt: resume with the same command and --ckpt_path <that file>.",
+        ]
+    print("\n".join(line for line in lines if line), file=sys.stderr)
+    raise SystemExit(130)
+
+
+def short_interrupts(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a console script's ``main`` so Ctrl-C ends it in two lines with exit status 130."""
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            stop = interrupted_fit()
+            exit_interrupted(stop[1] if stop else None)
+        except SystemExit as exit_:
+            stop = interrupted_fit() if exit_.code == 1 else None
+            if stop is not None:
+                exit_interrupted(stop[1])
+            raise
+
+    return wrapped

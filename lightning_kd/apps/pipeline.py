@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from lightning_kd.apps.cli import build_cli
+from lightning_kd.apps.cli_errors import short_interrupts
 
 
 def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,6 +166,7 @@ def run_pipeline(path: str | Path, overrides: Sequence[str] = (), out_dir: str |
     return results
 
 
+@short_interrupts
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a multi-stage distillation pipeline (see configs/pipelines/).")
     parser.add_argument("pipeline", help="pipeline YAML file")

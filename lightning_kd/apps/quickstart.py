@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_kd.apps.cli import expect_frozen_teachers
+from lightning_kd.apps.cli_errors import short_interrupts
 from lightning_kd.data.digits import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.modules.classification import ClassificationModule
@@ -163,6 +164,7 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+@short_interrupts
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default="runs/quickstart", help="checkpoints and CSV logs go here")

@@ -18,8 +18,9 @@ from lightning_kd.cache.keys import check_replayable, datamodule_key
 from lightning_kd.cache.lm_build import build_lm_store
 from lightning_kd.cache.lm_store import LMTeacherStore, topk_logprobs
 from lightning_kd.cache.lm_teacher import CachedLMTeacher
-from lightning_kd.cache.store import TeacherCache, dataset_fingerprint
+from lightning_kd.cache.store import TeacherCache
 from lightning_kd.cache.teacher import CachedTeacher
 from lightning_kd.cache.topk import decode_topk, encode_topk
+from lightning_kd.data.fingerprint import dataset_fingerprint
 
 __all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_kd.cache.store import dataset_fingerprint
 from lightning_kd.data.base import InMemoryDataModule
+from lightning_kd.data.fingerprint import dataset_fingerprint
 
 
 def check_replayable(datamodule: Any) -> InMemoryDataModule:

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from lightning_kd.cache.lm_keys import training_tokens
-from lightning_kd.cache.lm_store import LMTeacherStore, StoreDtype, tokens_fingerprint, topk_logprobs
+from lightning_kd.cache.lm_store import LMTeacherStore, StoreDtype, topk_logprobs
 from lightning_kd.core.teacher import output_logits, weights_fingerprint
+from lightning_kd.data.fingerprint import tokens_fingerprint
 
 
 def build_lm_store(

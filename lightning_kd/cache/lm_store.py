@@ -24,7 +24,6 @@ teacher's loss (tested). The temperature is fixed at build time: a run at anothe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,9 +33,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_kd.cache.lm_checks import (
+    ARRAYS as _ARRAYS,
+)
+from lightning_kd.cache.lm_checks import (
+    REBUILD,
+    changed_files,
+    expected_arrays,
+    open_lm_array,
+    read_lm_meta,
+    refuse_bad_lm_values,
+)
+from lightning_kd.core.digest import file_sha256
+
 FORMAT = "lightning-kd-lm-topk"
 VERSION = 1
-_ARRAYS = ("logprobs", "ids", "done")
 StoreDtype = Literal["fp16", "fp32"]
 # what a run compares against the store, and what to do when one differs
 _FIXES = {
@@ -61,13 +72,6 @@ def topk_logprobs(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Ten
         raise ValueError(f"k must be in [1, vocab size {v}], got {k}.")
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return logp.topk(k, dim=-1)
-
-
-def tokens_fingerprint(ids: np.ndarray) -> str:
-    """``shape`` plus sha256 of the whole token array (a few MB per million tokens: cheap, and exact)."""
-    h = hashlib.sha256(f"{tuple(ids.shape)}|".encode())
-    h.update(np.ascontiguousarray(ids.astype(np.int64)).tobytes())
-    return f"{tuple(ids.shape)}:{h.hexdigest()}"
 
 
 class LMTeacherStore:
@@ -112,12 +116,12 @@ class LMTeacherStore:
             **record,
         }
         if path.exists() and any(path.iterdir()):
-            old = _read_meta(path) if (path / "meta.json").is_file() else None
+            old = read_lm_meta(path) if (path / "meta.json").is_file() else None
             same = old is not None and {x: old.get(x) for x in meta if x != "complete"} == {
                 x: v for x, v in meta.items() if x != "complete"
             }
             if same and not old["complete"] and not overwrite:
-                return cls(path, old, _open_arrays(path, "r+"))  # resume an interrupted build
+                return cls(path, old, _open_arrays(path, old, "r+"))  # resume an interrupted build
             if not overwrite:
                 what = "a finished store" if old and old.get("complete") else "other files"
                 raise FileExistsError(
@@ -140,6 +144,13 @@ class LMTeacherStore:
     def write(self, indices: Tensor, logprobs: Tensor, ids: Tensor) -> None:
         """Rows ``indices`` ``(B,)`` get ``logprobs``/``ids`` ``(B, L, k)``."""
         rows = indices.cpu().numpy()
+        finite = torch.isfinite(logprobs).flatten(1).all(1).cpu().numpy()
+        if not finite.all():
+            raise ValueError(
+                f"the teacher's log-probabilities of {int((~finite).sum())} sequence(s) (e.g. {rows[~finite][:3]}) "
+                f"are NaN or inf, so LM teacher store {str(self.path)!r} was not finished: the teacher diverged or "
+                "its weights are broken; check teacher_ckpt (or the precision it runs in) and rebuild."
+            )
         self.arrays["logprobs"][rows] = logprobs.detach().cpu().numpy().astype(self.arrays["logprobs"].dtype)
         self.arrays["ids"][rows] = ids.detach().cpu().numpy().astype(np.int32)
         self.arrays["done"][rows] = True
@@ -156,19 +167,23 @@ class LMTeacherStore:
             raise RuntimeError(f"{self.path}: {len(missing)} sequences not written (e.g. {missing[:3].tolist()}).")
         for array in self.arrays.values():
             array.flush()
+        self.meta["sha256"] = {name: file_sha256(self.path / f"{name}.npy") for name in _ARRAYS}
         self.meta["complete"] = True
         _write_meta(self.path, self.meta)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> LMTeacherStore:
-        """A finished store, memory-mapped read-only."""
+        """A finished store, memory-mapped read-only, checked (:mod:`lightning_kd.cache.lm_checks`): its files
+        against ``meta.json`` and the sha256 recorded at build; the values scanned when the bytes differ from that
+        record or there is none. Each refusal names the file and the fix."""
         path = Path(path)
         if not (path / "meta.json").is_file():
+            what = "is not a folder" if path.is_file() else "has no meta.json"
             raise FileNotFoundError(
-                f"no LM teacher store at {path} (no meta.json); build it first: lightning-kd cache-lm --config "
+                f"no LM teacher store at {path} (it {what}); build it first: lightning-kd cache-lm --config "
                 "<the recipe's configs>."
             )
-        meta = _read_meta(path)
+        meta = read_lm_meta(path)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} holds a {meta.get('format')!r} store, not an LM top-k store ({FORMAT!r}).")
         if not meta.get("complete"):
@@ -176,7 +191,20 @@ class LMTeacherStore:
                 f"{path}: the build stopped before the end (meta.json complete: false); run the same lightning-kd "
                 "cache-lm command again to finish it."
             )
-        return cls(path, meta, _open_arrays(path, "r"))
+        arrays = {
+            name: open_lm_array(path / f"{name}.npy", shape, dtype, "r")
+            for name, (shape, dtype) in expected_arrays(meta).items()
+        }
+        changed = changed_files(path, meta)
+        if changed != []:  # bytes other than those recorded at build, or no record: what is in them is checked
+            refuse_bad_lm_values(path, arrays, meta)
+        if changed:
+            raise ValueError(
+                f"LM teacher store {str(path)!r}: {', '.join(f'{n}.npy' for n in changed)} changed since the build "
+                f"finished (sha256 differs from the one in meta.json): edited or damaged (a copy cut short, a disk "
+                f"error); {REBUILD}."
+            )
+        return cls(path, meta, arrays)
 
     @property
     def bytes_per_token(self) -> float:
@@ -198,7 +226,8 @@ class LMTeacherStore:
             raise ValueError(f"the LM teacher store {self.path} does not match {against}:\n  " + "\n  ".join(diffs))
 
     def lookup(self, indices: Tensor, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-        """``(logprobs fp32, ids int64)`` ``(B, L, k)`` of sequences ``indices``."""
+        """``(logprobs fp32, ids int64)`` ``(B, L, k)`` of sequences ``indices`` on ``device``. ``indices`` on the
+        host (the loader's copy) are read without waiting for the device; device ones are copied back first."""
         rows = indices.cpu().numpy()
         n = self.meta["num_sequences"]
         bad = rows[(rows < 0) | (rows >= n)]
@@ -209,15 +238,15 @@ class LMTeacherStore:
             )
         logprobs = torch.from_numpy(np.asarray(self.arrays["logprobs"][rows]))
         ids = torch.from_numpy(np.asarray(self.arrays["ids"][rows]))
-        return logprobs.to(device, torch.float32), ids.to(device, torch.int64)
+        # host → device copies that do not wait for the device; widened there
+        return logprobs.to(device, non_blocking=True).float(), ids.to(device, non_blocking=True).long()
 
 
-def _open_arrays(path: Path, mode: str) -> dict[str, np.ndarray]:
-    return {name: np.load(path / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    return json.loads((path / "meta.json").read_text())
+def _open_arrays(path: Path, meta: dict[str, Any], mode: str) -> dict[str, np.ndarray]:
+    return {
+        name: open_lm_array(path / f"{name}.npy", shape, dtype, mode)
+        for name, (shape, dtype) in expected_arrays(meta).items()
+    }
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:

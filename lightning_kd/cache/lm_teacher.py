@@ -17,9 +17,11 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from lightning_kd.cache.lm_keys import training_tokens
-from lightning_kd.cache.lm_store import LMTeacherStore, tokens_fingerprint
+from lightning_kd.cache.lm_store import LMTeacherStore
+from lightning_kd.core.batch import inputs_device
 from lightning_kd.core.lm import CausalLMTeacher, TokenLoss, TopKTokenLoss
 from lightning_kd.core.teacher import TeacherBase, TeacherOutput, weights_fingerprint
+from lightning_kd.data.fingerprint import tokens_fingerprint
 
 
 class CachedLMTeacher(TeacherBase):
@@ -96,6 +98,9 @@ class CachedLMTeacher(TeacherBase):
             )
         return TopKTokenLoss(self.tail)
 
+    def inputs(self) -> list[tuple[str, str]]:
+        return [("the LM teacher store", self.path), *(self.live.inputs() if self.live is not None else [])]
+
     def release(self) -> None:
         self.store = None
 
@@ -107,7 +112,7 @@ class CachedLMTeacher(TeacherBase):
         if index is not None and output == "topk":
             if self.store is None:
                 raise RuntimeError("the LM teacher store is opened when fit starts; a training step ran outside fit.")
-            logprobs, ids = self.store.lookup(index, device=index.device)
+            logprobs, ids = self.store.lookup(index, device=inputs_device(inputs) or index.device)
             return TeacherOutput(topk_logprobs=logprobs, topk_ids=ids, temperature=self.store.meta["temperature"])
         if self.live is not None:
             return self.live(inputs, output="logits" if output == "topk" else output)

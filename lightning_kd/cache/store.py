@@ -19,8 +19,10 @@ On disk, a folder:
 - ``storage="topk"``: ``topk_values.npy`` ``(E, N, k + 1)`` fp16 (the ``k`` largest logits, then one fill
   logit) and ``topk_indices.npy`` ``(E, N, k)`` (their classes). See :func:`lightning_kd.cache.topk.encode_topk`.
 
-Opening checks every file against ``meta.json`` (shape, dtype) and scans the stored logits once for NaN/inf
-(and top-k classes for values out of range): a damaged cache is refused by name, never read as logits.
+Finishing records each array's sha256 in ``meta.json``. Opening checks every file against ``meta.json`` (shape,
+dtype) and its bytes against that sha256; a file whose bytes differ (or a cache with no record) has its values
+scanned once for NaN/inf (and top-k classes out of range): a damaged cache is refused by name, never read as
+logits.
 
 Example:
     >>> import tempfile, torch
@@ -33,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -56,20 +57,10 @@ from lightning_kd.cache.checks import (
     refuse_replacing,
 )
 from lightning_kd.cache.topk import decode_topk, encode_topk
+from lightning_kd.core.digest import file_sha256
 
 Storage = Literal["fp16", "fp32", "topk"]
 _FILES = ("meta.json", "logits.npy", "topk_values.npy", "topk_indices.npy")
-
-
-def dataset_fingerprint(images: Tensor, labels: Tensor, rows: int = 16) -> str:
-    """``N`` plus sha256 of ``rows`` evenly spaced samples (pixels as stored, labels): cheap, and it catches
-    another split, order, normalisation or data set."""
-    n = len(labels)
-    pick = torch.linspace(0, n - 1, min(rows, n)).round().long() if n else torch.zeros(0, dtype=torch.long)
-    h = hashlib.sha256(f"{n}|{tuple(images.shape)}|{images.dtype}|".encode())
-    h.update(_bytes(images[pick]))
-    h.update(_bytes(labels[pick].to(torch.int64)))
-    return f"{n}:{h.hexdigest()}"
 
 
 class TeacherCache:
@@ -183,6 +174,7 @@ class TeacherCache:
         """Flush the arrays and write ``meta.json`` (atomically: its presence marks a complete build)."""
         for a in self.arrays.values():
             a.flush()
+        self.meta["sha256"] = {name: file_sha256(self.path / f"{name}.npy") for name in self.arrays}
         tmp = self.path / "meta.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True))
         os.replace(tmp, self.path / "meta.json")
@@ -206,8 +198,16 @@ class TeacherCache:
             raise FileNotFoundError(f"teacher cache {str(path)!r} {what} (no meta.json); {BUILD_HINT}.")
         meta = read_meta(meta_file)
         arrays = {name: open_array(path / f"{name}.npy", shape, meta) for name, shape in expected_shapes(meta).items()}
-        for name, a in arrays.items():
-            refuse_bad_values(path / f"{name}.npy", a, meta)
+        recorded = meta.get("sha256") if isinstance(meta.get("sha256"), dict) else {}
+        changed = [name for name in arrays if recorded.get(name) != file_sha256(path / f"{name}.npy")]
+        for name in changed:  # bytes other than those recorded at build, or no record: what is in them is checked
+            refuse_bad_values(path / f"{name}.npy", arrays[name], meta)
+        if recorded and changed:
+            raise ValueError(
+                f"teacher cache {str(path)!r}: {', '.join(f'{n}.npy' for n in changed)} changed since the build "
+                f"finished (sha256 differs from the one in meta.json): edited or damaged (a copy cut short, a disk "
+                f"error); {REBUILD_HINT}."
+            )
         return cls(path, meta, arrays)
 
     @property
@@ -250,31 +250,27 @@ class TeacherCache:
                 + f". For this run, {REBUILD_HINT} (it replaces the cache), or restore those settings."
             )
 
-    def lookup(self, epoch: int, indices: Tensor) -> Tensor:
-        """Teacher logits of samples ``indices`` ``(B,)`` as seen in ``epoch``: ``(B, C)`` fp32 on
-        ``indices.device``."""
+    def lookup(self, epoch: int, indices: Tensor, device: torch.device | str | None = None) -> Tensor:
+        """Teacher logits of samples ``indices`` ``(B,)`` as seen in ``epoch``: ``(B, C)`` fp32 on ``device``
+        (default: ``indices.device``). Host ``indices`` read a memory-mapped cache without a device wait."""
+        device = indices.device if device is None else torch.device(device)
         e = epoch if self.per_epoch else 0
         if not 0 <= e < self.epochs:
             raise ValueError(
                 f"epoch {epoch} is not in teacher cache {str(self.path)!r}, which holds epochs 0..{self.epochs - 1}"
                 f"; rebuild it with more epochs ({BUILD_HINT} --epochs N)."
             )
-        rows = {n: self._rows(n, e, indices) for n in self.arrays}
+        rows = {n: self._rows(n, e, indices, device) for n in self.arrays}
         if self.meta["storage"] == "topk":
             return decode_topk(rows["topk_values"], rows["topk_indices"], self.meta["num_classes"])
         return rows["logits"].float()
 
-    def _rows(self, name: str, epoch: int, indices: Tensor) -> Tensor:
+    def _rows(self, name: str, epoch: int, indices: Tensor, device: torch.device) -> Tensor:
         if self._tensors is not None:
-            table = self._tensors[name]
-            return table[epoch][indices.to(table.device)].to(indices.device)
+            table = self._tensors[name]  # host → device index copies do not wait for the device
+            return table[epoch][indices.to(table.device, non_blocking=True)].to(device, non_blocking=True)
         rows = self.arrays[name][epoch, indices.detach().cpu().numpy()]  # fancy indexing copies just these rows
-        return torch.from_numpy(rows).to(indices.device, non_blocking=True)
-
-
-def _bytes(t: Tensor) -> bytes:
-    """The raw bytes of ``t`` in row-major order, whatever its dtype (bf16 included) or memory format."""
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        return torch.from_numpy(rows).to(device, non_blocking=True)
 
 
 def _new_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:

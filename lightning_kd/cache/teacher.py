@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from lightning_kd.cache.keys import check_replayable, datamodule_key
 from lightning_kd.cache.store import TeacherCache
+from lightning_kd.core.batch import inputs_device
 from lightning_kd.core.teacher import Teacher, TeacherBase, TeacherOutput, weights_fingerprint
 
 
@@ -96,6 +97,9 @@ class CachedTeacher(TeacherBase):
             )
         self.cache = cache
 
+    def inputs(self) -> list[tuple[str, str]]:
+        return [("the teacher cache", self.path), *(self.live.inputs() if self.live is not None else [])]
+
     def release(self) -> None:
         self.cache = None  # the memory map and any device copy go with it
 
@@ -106,9 +110,10 @@ class CachedTeacher(TeacherBase):
                     "the teacher cache is opened when fit starts (prepare_fit); a training step ran outside "
                     "Trainer.fit."
                 )
+            device = inputs_device(inputs) or index.device
             if self.preload and not self.cache.preloaded:
-                self.cache.to(index.device)
-            return TeacherOutput(logits=self.cache.lookup(epoch, index))
+                self.cache.to(device)
+            return TeacherOutput(logits=self.cache.lookup(epoch, index, device))
         if self.live is not None:
             return self.live(inputs)
         return TeacherOutput()

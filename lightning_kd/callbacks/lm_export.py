@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
+from lightning_kd.core.digest import write_manifest
 from lightning_kd.models.language import VOCAB_FINGERPRINT_KEY, model_folder
 
 ADAPTER_FOLDER = "adapter"
@@ -68,6 +69,8 @@ def save_language_model(model: nn.Module, folder: str | os.PathLike, tokenizer: 
         tokenizer.save_pretrained(folder)
     if adapter is not None:
         _save_adapter(adapter, folder / ADAPTER_FOLDER)
+    # SHA256SUMS: a distillation that loads this folder checks every file against it first
+    write_manifest(folder, [p.relative_to(folder) for p in sorted(folder.rglob("*")) if p.is_file()])
     return folder
 
 

@@ -26,9 +26,24 @@ import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from lightning_kd.core.digest import write_sidecar
 from lightning_kd.core.errors import NonFiniteLossError
+from lightning_kd.core.teacher import TeacherBase
+
+# the signal that stopped the last fit in this process ("SIGINT", "SIGTERM"): Lightning exits 1 after Ctrl-C
+# without saying why, so an entry point reads it here to exit as a shell reports an interrupt (130)
+_INTERRUPTS: list[str] = []
+
+
+def take_interrupt() -> tuple[str, str | None] | None:
+    """``(signal, where the run's state was saved and how to resume, or None)`` of the last fit stopped since the
+    previous call (``None``: none), and forget it."""
+    last = _INTERRUPTS[-1] if _INTERRUPTS else None
+    _INTERRUPTS.clear()
+    return last
 
 
 class NonFiniteCheckpointError(RuntimeError):
@@ -105,8 +120,10 @@ class RunCheckpoint(ModelCheckpoint):
     - When training ends normally and the loss never became non-finite, the final model (``publish="last"``)
       or the best one (``publish="best"``) is published to ``publish_to`` (default
       ``<default_root_dir>/model.ckpt``) by an atomic rename. A failed or interrupted run never replaces it.
-    - On Ctrl-C (``KeyboardInterrupt``) ``last.ckpt`` is written, and the run says how to resume from it
-      (``--ckpt_path …/last.ckpt``).
+    - On Ctrl-C (``KeyboardInterrupt``) and on SIGTERM (what SLURM and cloud schedulers send before they stop a
+      job; Lightning stops at the next step) ``last.ckpt`` is written, the run says how to resume from it
+      (``--ckpt_path …/last.ckpt``), and the process exits non-zero (130 for Ctrl-C, 143 for SIGTERM: a preempted
+      job is not a finished one).
     - Writes go through :class:`AtomicCheckpointIO`: atomic, and never with non-finite weights.
 
     Args:
@@ -116,6 +133,9 @@ class RunCheckpoint(ModelCheckpoint):
             protocols report) or ``best``.
         publish_to: the stable path; ``None``: publish nothing.
         dirpath: where the run's checkpoints go (default: the run's own folder, see above).
+        replace_other: publish over a model another recipe published there (another module class or other
+            networks). Off by default: the run is refused before it trains, naming the file. A file the run reads
+            (its teacher's checkpoint, a cache or store it uses) is never written over.
         **kwargs: other ``ModelCheckpoint`` arguments (``every_n_epochs``, …).
 
     Example::
@@ -130,6 +150,7 @@ class RunCheckpoint(ModelCheckpoint):
         publish: Literal["last", "best"] = "last",
         publish_to: str | None = "auto",
         dirpath: str | None = None,
+        replace_other: bool = False,
         **kwargs: Any,
     ) -> None:
         if publish not in ("last", "best"):
@@ -141,6 +162,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, monitor=monitor, mode=mode, **kwargs)
         self.publish = publish
         self.publish_to = publish_to
+        self.replace_other = replace_other
         self.published: str | None = None
 
     @override
@@ -151,7 +173,35 @@ class RunCheckpoint(ModelCheckpoint):
         if self.dirpath is None and not trainer.loggers:
             root = Path(trainer.default_root_dir)
             self.dirpath = str(root / f"version_{_next_version(root)}" / "checkpoints")
+        if stage == "fit" and not trainer.fast_dev_run:
+            self.check_publish_target(trainer, pl_module)
         super().setup(trainer, pl_module, stage)
+
+    def check_publish_target(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Refuse, before any step, a run whose published model would replace a file it reads (the teacher's
+        checkpoint, a cache or store: a KD run in its teacher's folder) or a model another recipe published."""
+        target = self.publish_path(trainer)
+        if target is None:
+            return
+        resolved = Path(target).resolve()
+        fix = (
+            "give this run its own folder (trainer.default_root_dir, e.g. runs/<dataset>/<method>) or another "
+            "checkpoint.publish_to"
+        )
+        for what, path in run_inputs(pl_module):
+            source = Path(path).resolve()
+            if resolved == source or source in resolved.parents:
+                raise ValueError(
+                    f"this run would publish its model to {target}, which is {what} ({path}) that it reads: the "
+                    f"input would be replaced by the run's own model. {fix[0].upper()}{fix[1:]}."
+                )
+        if resolved.is_file() and not self.replace_other:
+            other = other_recipe(resolved, pl_module)
+            if other:
+                raise ValueError(
+                    f"{target} holds a model another recipe published ({other}); this run would replace it when it "
+                    f"ends. {fix[0].upper()}{fix[1:]}, or set checkpoint.replace_other: true to replace it."
+                )
 
     def publish_path(self, trainer: L.Trainer) -> str | None:
         """Where a healthy run publishes its model (``None``: nowhere)."""
@@ -177,6 +227,8 @@ class RunCheckpoint(ModelCheckpoint):
                 trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, target)
         else:
             trainer.save_checkpoint(target, weights_only=True)  # the final model; atomic through AtomicCheckpointIO
+        if trainer.is_global_zero and "://" not in target:
+            write_sidecar(target)  # model.ckpt.sha256: every later read checks the bytes against it
         self.published = target
 
     @override
@@ -194,18 +246,77 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and self.dirpath is not None:
-            path = os.path.join(self.dirpath, "last.ckpt")
-            try:
-                trainer.save_checkpoint(path, weights_only=False)  # resumable: optimizer and loops included
-            except (NonFiniteCheckpointError, NonFiniteLossError) as err:
-                rank_zero_info(f"lightning-kd: interrupted; no last.ckpt written: {err}")
-                return
-            self.last_model_path = path
-            relative = os.path.relpath(path)
-            shown = path if relative.startswith("..") else relative  # as the user would type it, when it is near
-            rank_zero_info(
-                f"lightning-kd: interrupted at step {trainer.global_step} (epoch {trainer.current_epoch}); the run's "
-                f"state is saved in {shown}: resume with the same command and --ckpt_path {shown} (from Python: "
-                f"trainer.fit(..., ckpt_path={shown!r}))."
-            )
+        sigterm = isinstance(exception, SIGTERMException)
+        if not (sigterm or isinstance(exception, KeyboardInterrupt)):
+            return
+        what = "stopped by SIGTERM" if sigterm else "interrupted"
+        _INTERRUPTS.append(("SIGTERM" if sigterm else "SIGINT", None))
+        if sigterm:
+            exception.code = 143  # Lightning's SIGTERMException exits 0: a preempted job must not look finished
+        if self.dirpath is None or trainer.state.fn != "fit":
+            return
+        path = os.path.join(self.dirpath, "last.ckpt")
+        try:
+            trainer.save_checkpoint(path, weights_only=False)  # resumable: optimizer and loops included
+        except (NonFiniteCheckpointError, NonFiniteLossError) as err:
+            rank_zero_info(f"lightning-kd: {what}; no last.ckpt written: {err}")
+            return
+        self.last_model_path = path
+        relative = os.path.relpath(path)
+        shown = path if relative.startswith("..") else relative  # as the user would type it, when it is near
+        where = (
+            f"at step {trainer.global_step} (epoch {trainer.current_epoch}); the run's state is saved in {shown}: "
+            f"resume with the same command and --ckpt_path {shown}"
+        )
+        _INTERRUPTS[-1] = (_INTERRUPTS[-1][0], where)
+        rank_zero_info(f"lightning-kd: {what} {where} (from Python: trainer.fit(..., ckpt_path={shown!r})).")
+
+
+def run_inputs(pl_module: L.LightningModule) -> list[tuple[str, str]]:
+    """``(what, path)`` of what a module's teacher components read (duplicates of nested components removed)."""
+    seen, out = set(), []
+    for module in pl_module.modules():
+        if isinstance(module, TeacherBase):
+            for item in module.inputs():
+                if item[1] not in seen:
+                    seen.add(item[1])
+                    out.append(item)
+    return out
+
+
+_NETWORKS = ("student", "students", "model")
+
+
+def other_recipe(path: Path, pl_module: L.LightningModule) -> str | None:
+    """What differs between the run that published ``path`` and ``pl_module`` — its module class, or its
+    student network's config — or ``None`` when it is the same recipe's model (a rerun replaces it) or the file
+    says nothing readable."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not ours to judge here; the file is reported when something reads it
+        return None
+    mine = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+    theirs = saved.get("lightning_kd_module")
+    if isinstance(theirs, str) and theirs.rsplit(".", 1)[-1] != mine.rsplit(".", 1)[-1]:
+        return f"a {theirs.rsplit('.', 1)[-1]}, this run is a {type(pl_module).__name__}"
+    saved_hp, hp = saved.get("hyper_parameters") or {}, dict(getattr(pl_module, "hparams", {}) or {})
+    for key in _NETWORKS:
+        if key in saved_hp and key in hp and _network(saved_hp[key]) != _network(hp[key]):
+            return f"its {key} was {_brief(saved_hp[key])}, this run's is {_brief(hp[key])}"
+    return None
+
+
+def _network(config: Any) -> Any:
+    """A network's config without its initialisation seed: another seed of one recipe is the same recipe."""
+    if isinstance(config, dict) and isinstance(config.get("init_args"), dict):
+        return {**config, "init_args": {k: v for k, v in config["init_args"].items() if k != "seed"}}
+    return config
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, dict) and "class_path" in value:
+        args = ", ".join(f"{k}={v}" for k, v in (value.get("init_args") or {}).items())
+        text = f"{str(value['class_path']).rsplit('.', 1)[-1]}({args})"
+    else:
+        text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."

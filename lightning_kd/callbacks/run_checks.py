@@ -4,6 +4,8 @@
   infinity. Checked once over every split of an in-memory data module when the run sets up (the inputs when the
   data module loads them); for other data, on the first training, validation and test batch (one host read each,
   once: the sanity check's validation batch comes before any training batch).
+- Trainer settings that are legal but mean nothing: a negative ``gradient_clip_val`` (Lightning ignores it,
+  so the run would train unclipped) is refused when fit sets up.
 - A step-sized learning-rate schedule (OneCycleLR) sized for fewer steps than the run now asks for — what
   happens when ``max_epochs`` is raised on resume — is refused with the fix instead of failing at the step where
   the schedule runs out.
@@ -41,6 +43,12 @@ class RunChecks(Callback):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._checked = set()
+        clip = trainer.gradient_clip_val
+        if stage == "fit" and clip is not None and not clip >= 0:
+            raise ValueError(
+                f"trainer.gradient_clip_val={clip} is negative (or not a number): Lightning would train without "
+                "clipping. Set a positive bound, e.g. gradient_clip_val: 1.0, or null to clip nothing."
+            )
         num_classes = self._num_classes(pl_module)
         splits = getattr(trainer.datamodule, "splits", None) if trainer.datamodule is not None else None
         if num_classes is None or not isinstance(splits, dict):

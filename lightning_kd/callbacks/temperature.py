@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from lightning_kd.callbacks.schedule_base import ScheduleCallback
 from lightning_kd.core.schedules import ScheduleName
+from lightning_kd.core.temperature import warn_unusual_temperature
 
 
 class TemperatureScheduler(ScheduleCallback):
@@ -45,3 +46,5 @@ class TemperatureScheduler(ScheduleCallback):
                 "start=4.0, end=1.0."
             )
         super().__init__(schedule, start, end, milestones)
+        for name, value in (("start", self.start), ("end", self.end)):
+            warn_unusual_temperature(value, f"TemperatureScheduler {name}")

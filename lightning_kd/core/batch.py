@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 _INPUT_KEYS = ("input", "inputs", "x", "pixel_values")
@@ -28,6 +29,14 @@ class Batch(NamedTuple):
     inputs: Any
     targets: Tensor | None = None
     index: Tensor | None = None
+
+
+def inputs_device(inputs: Any) -> torch.device | None:
+    """Where ``inputs`` (a tensor, or a dict/sequence of tensors) lie; ``None`` when they hold no tensor."""
+    if isinstance(inputs, Tensor):
+        return inputs.device
+    values = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (list, tuple)) else ()
+    return next((v.device for v in values if isinstance(v, Tensor)), None)
 
 
 def _first(batch: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

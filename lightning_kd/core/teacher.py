@@ -118,7 +118,9 @@ class TeacherBase(nn.Module):
 
         Args:
             inputs: what the model takes (a tensor, or a dict of tensors passed as keyword arguments).
-            index: dataset indices of the training samples, given in training steps only.
+            index: dataset indices of the training samples ``(N,)`` int64, given in training steps only: the
+                loader's copy on the host when there is one (a memory-mapped store reads it without waiting for
+                the accelerator), else on the batch's device. A teacher that needs them on the device moves them.
             epoch: the training epoch, given in training steps only (with ``index`` it names the exact
                 augmented view an offline cache stored).
         """
@@ -139,6 +141,11 @@ class TeacherBase(nn.Module):
 
     def prepare_fit(self, datamodule: Any = None, max_epochs: int | None = None) -> None:
         """Called once when ``fit`` sets up, before any step: a cache opens and checks itself here."""
+
+    def inputs(self) -> list[tuple[str, str]]:
+        """``(what, path)`` of the files and folders this teacher reads (its checkpoint, a cache or store): a run
+        must never write over them."""
+        return []
 
     def token_loss(self, chunk_size: int | None) -> TokenLoss:
         """The token-loss strategy that fits what this teacher provides (causal-LM teachers override it)."""
@@ -209,6 +216,7 @@ class Teacher(TeacherBase):
             raise TypeError("Teacher(model=...) takes the network itself, not another teacher component.")
         if ckpt is not None:
             load_weights(model, ckpt, what="teacher_ckpt", allow_pickle=allow_pickle)
+        self.ckpt = None if ckpt is None else str(ckpt)
         model.requires_grad_(False)  # before strategy setup: DDP/FSDP must never see these as trainable
         self.model = model
         self.eval_mode = bool(eval_mode)
@@ -218,6 +226,9 @@ class Teacher(TeacherBase):
     @property
     def networks(self) -> list[nn.Module]:
         return [self.model]
+
+    def inputs(self) -> list[tuple[str, str]]:
+        return [] if self.ckpt is None else [("the teacher's checkpoint", self.ckpt)]
 
     def forward(self, inputs: Any, index: Tensor | None = None, epoch: int | None = None) -> TeacherOutput:
         with torch.no_grad():
@@ -261,6 +272,9 @@ class TeacherEnsemble(TeacherBase):
     def prepare_fit(self, datamodule: Any = None, max_epochs: int | None = None) -> None:
         for t in self.members:
             t.prepare_fit(datamodule, max_epochs)
+
+    def inputs(self) -> list[tuple[str, str]]:
+        return [item for t in self.members for item in t.inputs()]
 
     def release(self) -> None:
         for t in self.members:

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lightning_kd.core.digest import check_sidecar
+
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # where a model's weights sit inside a LightningModule checkpoint: ClassificationModule (model.),
 # DistillationModule's student, its teacher component (teacher.model., saved with save_teacher), 0.1.0's
@@ -171,6 +173,7 @@ def _read_checkpoint(
             f"{what} {path!r} is {kind}not a PyTorch checkpoint (torch.save writes a zip archive; this file "
             f"starts with {head[:16]!r}); {fix}."
         )
+    check_sidecar(path, what)  # a published model's recorded sha256, when it has one
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:

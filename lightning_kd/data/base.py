@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.core.data_checks import check_finite_inputs, class_indices
 from lightning_kd.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip
+from lightning_kd.data.fingerprint import dataset_fingerprint
+from lightning_kd.data.resume import PositionedLoader, ResumableData
 from lightning_kd.data.sampling import EpochShuffleSampler
 from lightning_kd.data.with_index import IndexedDataset
 
@@ -59,7 +61,7 @@ def _keep_batch(batch: Any) -> Any:
     return batch
 
 
-class InMemoryDataModule(L.LightningDataModule):
+class InMemoryDataModule(ResumableData, L.LightningDataModule):
     """Base for data modules whose splits are tensors. Subclasses implement :meth:`load_splits`.
 
     Args:
@@ -79,6 +81,10 @@ class InMemoryDataModule(L.LightningDataModule):
             and each batch is one gather there, with no host-to-device copy per step (needs
             ``num_workers=0``; the whole data set must fit in device memory). Without a Trainer they stay
             on the CPU.
+
+    The training order is a function of ``(seed, epoch)`` (the seed ``seed_everything`` set), and checkpoints hold
+    the position in it (:mod:`lightning_kd.data.resume`): a run resumed mid-epoch sees the batches an uninterrupted
+    run would.
     """
 
     #: one name per class (reports and ``deploy.json`` label their outputs with them); ``None``: unknown
@@ -159,16 +165,26 @@ class InMemoryDataModule(L.LightningDataModule):
             self.setup()
         dataset = self.splits[split]
         data = IndexedDataset(dataset) if train and self.with_indices else dataset
-        return DataLoader(
+        return (PositionedLoader if train else DataLoader)(
             data,
             batch_size=self.batch_size,
-            # the training order is a function of (seed, epoch): a resumed run sees the same batches
-            sampler=EpochShuffleSampler(data) if train else None,
+            # the training order is a function of (seed, epoch), started where a resumed run left off
+            sampler=self.training_sampler(EpochShuffleSampler(data)) if train else None,
             drop_last=train and len(self.splits[split]) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=_keep_batch,
             persistent_workers=self.num_workers > 0,
+            # the workers' seeds from a generator of the loader's own: the global one (what a checkpoint restores
+            # for augmentation and dropout) is drawn from by nothing but the training step
+            generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
         )
+
+    def resume_key(self) -> dict[str, Any]:
+        if "train" not in self.splits:
+            self.setup()
+        train = self.splits["train"]
+        seed = self._train_sampler.seed if self._train_sampler is not None else int(torch.initial_seed())
+        return {"data": dataset_fingerprint(train.images, train.labels), "seed": seed}
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -198,6 +214,7 @@ class InMemoryDataModule(L.LightningDataModule):
         return apply_crop_flip(images, dy, dx, flipped, self.crop_padding, fill=self.black)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)  # host copies paired before augmenting
         trainer = self.trainer
         if self.augment and trainer is not None and trainer.training:
             images, *rest = batch

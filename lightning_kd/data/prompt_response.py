@@ -14,6 +14,7 @@ Batches are dicts like :class:`~lightning_kd.data.text.PackedTextDataModule`'s, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_kd.data.resume import ResumableData
+from lightning_kd.data.sampling import ReplayShuffleSampler
 from lightning_kd.data.text import IGNORE_INDEX, seeded_loader
 from lightning_kd.data.text_tokenizer import TokenizerProperties, TokenizerSource, load_tokenizer, special_suffix
 from lightning_kd.data.tokenizer import as_transformers_tokenizer, stdlib_tokenizer
@@ -53,8 +56,15 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
     if not path.is_file():
         raise FileNotFoundError(f"Prompt/response file {path} does not exist.")
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); JSONL "
+                    "is UTF-8: convert the file (iconv -f latin1 -t utf-8) or fix the line."
+                ) from None
             if line.strip():
                 examples.append(_example(line, f"{path}, line {number}", number))
     if not examples:
@@ -164,7 +174,7 @@ class ExampleEncoder:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-class PromptResponseDataModule(TokenizerProperties, L.LightningDataModule):
+class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDataModule):
     """Prompt/response pairs and chat conversations from JSONL files: loss on what the assistant says only.
 
     Each line is ``{"prompt", "response"}`` (the prompt framed as the tokenizer frames a text — its BOS, if any —,
@@ -254,7 +264,15 @@ class PromptResponseDataModule(TokenizerProperties, L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         self.setup()
         collate = partial(pad_examples, pad_token_id=self.pad_token_id)
-        return seeded_loader(self.splits[split], self.batch_size, train, self.seed, self.num_workers, collate)
+        sampler = self.training_sampler(ReplayShuffleSampler(self.splits[split], self.seed)) if train else None
+        return seeded_loader(self.splits[split], self.batch_size, sampler, self.num_workers, collate)
+
+    def resume_key(self) -> dict[str, Any]:
+        self.setup()
+        digest = hashlib.sha256()
+        for ids, labels in self.splits["train"]:
+            digest.update(ids.tobytes() + b"|" + labels.tobytes() + b";")
+        return {"data": f"{len(self.splits['train'])}:{digest.hexdigest()}", "seed": self.seed}
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -17,9 +17,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_kd.data.fingerprint import tokens_fingerprint
+from lightning_kd.data.resume import PositionedLoader, ResumableData
+from lightning_kd.data.sampling import EpochShuffleSampler, ReplayShuffleSampler
 from lightning_kd.data.text_corpus import TextCorpus, stdlib_corpus
 from lightning_kd.data.text_tokenizer import (
     TokenizerProperties,
@@ -35,16 +39,17 @@ IGNORE_INDEX = -100
 
 
 def seeded_loader(
-    dataset: Dataset, batch_size: int, train: bool, seed: int, num_workers: int, collate: Any
+    dataset: Dataset, batch_size: int, sampler: EpochShuffleSampler | None, num_workers: int, collate: Any
 ) -> DataLoader:
-    """A DataLoader whose training order depends only on ``seed`` (paired runs see the same batches)."""
-    return DataLoader(
+    """A DataLoader whose training order depends only on its sampler's seed and the epoch (paired runs see the same
+    batches, a resumed run the batches it would have seen); ``sampler=None``: in order (evaluation)."""
+    return (DataLoader if sampler is None else PositionedLoader)(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
-        # a generator of its own, not the global RNG: the order survives whatever else draws random numbers
-        generator=torch.Generator().manual_seed(seed) if train else None,
-        drop_last=train and len(dataset) > batch_size,
+        sampler=sampler,
+        # a generator of its own for the workers' seeds: the global RNG is left to the training step
+        generator=torch.Generator().manual_seed(sampler.seed if sampler is not None else 0),
+        drop_last=sampler is not None and len(dataset) > batch_size,
         num_workers=num_workers,
         collate_fn=collate,
         persistent_workers=num_workers > 0,
@@ -84,7 +89,7 @@ def spread_rows(rows: np.ndarray, keep: int) -> np.ndarray:
     return rows[np.linspace(0, len(rows) - 1, keep).round().astype(np.int64)]
 
 
-class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
+class PackedTextDataModule(ResumableData, TokenizerProperties, L.LightningDataModule):
     """A corpus as one token stream cut into equal sequences: causal-LM pre-training data, no padding.
 
     Documents (files) are tokenised with the models' tokenizer (``tokenizer``: a model folder, a
@@ -148,9 +153,13 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         super().__init__()
         if text_files is not None and text_dir is not None:
             raise ValueError(f"Pass text_files or text_dir, not both (got text_dir={text_dir!r}).")
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if seq_len < 2:
+            raise ValueError(
+                f"seq_len must be >= 2, got {seq_len}: a sequence of one token has no next token to predict, so a "
+                "run would train on nothing; e.g. seq_len=128."
+            )
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction={val_fraction} must be in (0, 1), e.g. 0.05 for 5% of the files.")
         if max_train_tokens is not None and max_train_tokens < seq_len:
@@ -172,6 +181,7 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
         self._tokenizer: Any = load_tokenizer(tokenizer, local_files_only=False) if tokenizer is not None else None
         self.splits: dict[str, PackedSequences] = {}
         self.stats: dict[str, int] = {}
+        self._train_key: str | None = None
 
     @property
     def tokenizer(self) -> Any:
@@ -220,13 +230,23 @@ class PackedTextDataModule(TokenizerProperties, L.LightningDataModule):
                 rows = spread_rows(rows, self.max_train_tokens // self.seq_len)
                 n, stream = len(rows), rows.reshape(-1)
             self.splits[name] = PackedSequences(rows, with_indices=self.with_indices and name == "train")
+            report = corpus.decoding_report()
+            if report:
+                rank_zero_warn(f"{type(self).__name__}: the {name} split: {report}")
             self.stats.update({f"{name}_files": len(corpus.files), f"{name}_chars": corpus.num_chars})
             self.stats.update({f"{name}_tokens": len(stream), f"{name}_sequences": n})
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return seeded_loader(self.splits["train"], self.batch_size, True, self.seed, self.num_workers, _keep_batch)
+        sampler = self.training_sampler(ReplayShuffleSampler(self.splits["train"], self.seed))
+        return seeded_loader(self.splits["train"], self.batch_size, sampler, self.num_workers, _keep_batch)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return seeded_loader(self.splits["val"], self.batch_size, False, self.seed, self.num_workers, _keep_batch)
+        return seeded_loader(self.splits["val"], self.batch_size, None, self.num_workers, _keep_batch)
+
+    def resume_key(self) -> dict[str, Any]:
+        self.setup()
+        if self._train_key is None:
+            self._train_key = tokens_fingerprint(self.splits["train"].ids)
+        return {"data": self._train_key, "seed": self.seed}

@@ -38,6 +38,7 @@ class TextCorpus:
     files: tuple[str, ...]
     label: str = "files"
     _texts: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _undecodable: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if list(self.files) != sorted(set(self.files)):
@@ -59,6 +60,11 @@ class TextCorpus:
     def from_directory(cls, root: str | os.PathLike, pattern: str = "**/*.txt") -> TextCorpus:
         """The files under ``root`` matching the glob ``pattern`` (``**`` recurses)."""
         root = Path(root).resolve()
+        if root.is_file():
+            raise NotADirectoryError(
+                f"text_dir={os.fspath(root)!r} is a file, not a folder: pass it as text_files: [{os.fspath(root)!r}] "
+                "(with the other files), or give the folder that holds the text files."
+            )
         if not root.is_dir():
             raise FileNotFoundError(f"Text directory {root} does not exist.")
         found = [Path(p) for p in glob.glob(pattern, root_dir=root, recursive=True)]
@@ -68,10 +74,33 @@ class TextCorpus:
         return cls(root, tuple(files), f"{root.name}/{pattern}")
 
     def read(self, file: str) -> str:
-        """The text of ``file`` (a member of :attr:`files`), decoded as UTF-8 with undecodable bytes replaced."""
+        """The text of ``file`` (a member of :attr:`files`), decoded as UTF-8; bytes that are not UTF-8 are
+        replaced by U+FFFD and counted per file (:attr:`undecodable`), for the data module to say so."""
         if file not in self._texts:
-            self._texts[file] = (self.root / file).read_text(encoding="utf-8", errors="replace")
+            raw = (self.root / file).read_bytes()
+            try:
+                self._texts[file] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="replace")
+                self._undecodable[file] = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
+                self._texts[file] = text
         return self._texts[file]
+
+    @property
+    def undecodable(self) -> dict[str, int]:
+        """``{file: replaced bytes}`` of the files read so far that held bytes that are not UTF-8."""
+        return dict(self._undecodable)
+
+    def decoding_report(self) -> str | None:
+        """One sentence naming the files with bytes that are not UTF-8 and how many were replaced, or ``None``."""
+        bad = self.undecodable
+        if not bad:
+            return None
+        shown = ", ".join(f"{f} ({n})" for f, n in sorted(bad.items())[:5]) + (", …" if len(bad) > 5 else "")
+        return (
+            f"{len(bad)} file(s) under {self.root} hold bytes that are not UTF-8; {sum(bad.values())} were replaced by "
+            f"U+FFFD: {shown}. Convert them to UTF-8 (iconv -f latin1 -t utf-8), or leave them out with pattern."
+        )
 
     def texts(self) -> list[str]:
         """Every file's text, in the order of :attr:`files`."""
@@ -100,6 +129,7 @@ class TextCorpus:
         sub = TextCorpus(self.root, tuple(sorted(files)), label)
         members = set(sub.files)
         sub._texts.update({f: t for f, t in self._texts.items() if f in members})
+        sub._undecodable.update({f: n for f, n in self._undecodable.items() if f in members})
         return sub
 
     def split(self, val_fraction: float) -> tuple[TextCorpus, TextCorpus]:

@@ -156,8 +156,10 @@ class Divergence:
             raise ValueError(f"divergence skew must be in [0, 1), got {self.skew}; skew=0 is the plain KL, e.g. 0.1.")
 
     def of_log_probs(self, log_p_s: Tensor, log_p_t: Tensor) -> Tensor:
-        """Per-row values ``(*,)`` from already softened log-probabilities ``(*, K)`` (no ``T²``)."""
-        return _ROWS[self.kind](log_p_s, log_p_t, self)
+        """Per-row values ``(*,)`` from already softened log-probabilities ``(*, K)`` (no ``T²``), never negative:
+        every divergence here is ``>= 0``, and what fp32 cancellation makes of two (near) equal distributions —
+        a ``-1e-8`` that ``T² = 1e12`` would turn into a large negative loss — is floored at 0."""
+        return _ROWS[self.kind](log_p_s, log_p_t, self).clamp_min(0.0)
 
     def rows(
         self,

@@ -162,6 +162,7 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
     # -- set-up: vocabularies ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         self.check_strategy(self.chunk_size is not None)
+        self.check_saved_folders(student=self.student, teacher=getattr(self.teacher, "model", None))
         self._record_data_vocab()
         fp, size, name = self.data_vocab()
         widths = self.head_widths(student=self.student, teacher=getattr(self.teacher, "model", None))
@@ -193,7 +194,11 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
     # -- the step: unpack, (generate), both models, the strategy's sums, weighted sum, log --------------------
     def _outputs(self, batch: Batch, training: bool) -> tuple[StudentRows, TeacherOutput]:
         student = self.token_loss.student_rows(self.student, batch.inputs)
-        teacher = self.token_loss.teacher_output(self.teacher, batch.inputs, batch.index if training else None)
+        index = None
+        if training and batch.index is not None:  # the loader's host copy: a store reads it without a device wait
+            host = self.host_copy(batch.index)
+            index = batch.index if host is None else host
+        teacher = self.token_loss.teacher_output(self.teacher, batch.inputs, index)
         return student, teacher
 
     def _options(self) -> dict[str, Any]:
@@ -204,7 +209,8 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
         source = self.generation.draw(self.global_step, self._seed)
         if source != "data":
             model = self.student if source == "student" else self.teacher.model
-            batch = self.generation.generate(model, batch, *self._special_ids)
+            host_mask = self.host_copy(batch.inputs.get("attention_mask"))
+            batch = self.generation.generate(model, batch, *self._special_ids, host_mask=host_mask)
         y = next_token_labels(batch.targets)
         with self.feature_terms.capturing():
             student, teacher = self._outputs(batch, training=True)
@@ -214,12 +220,20 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
         n = sums.num_valid.clamp_min(1)
         terms = {"ce": sums.ce_sum.detach() / n, "kd": sums.div_sum.detach() / n}
         if len(self.feature_terms):  # token means over the valid tokens, made sums like the token terms
-            for name, value in self.feature_terms.compute(mask=y != IGNORE_INDEX).items():
+            for name, value in self.feature_terms.compute(mask=y != IGNORE_INDEX, rows=self._host_rows(batch)).items():
                 loss_sum = loss_sum + self.feature_terms.weights[name] * value * sums.num_valid
                 terms[name] = value.detach()
         loss = self.token_mean(loss_sum, sums.num_valid, y.numel())
         self.log_step(loss_sum.detach() / n, terms, batch_idx=batch_idx)
         return loss
+
+    def _host_rows(self, batch: Batch) -> Tensor | None:
+        """The flat positions with a next-token label, from the loader's host copy of the labels (none for a batch
+        the step generated): the hidden-state terms gather them without a device read."""
+        host = self.host_copy(batch.targets)
+        if host is None:
+            return None
+        return (next_token_labels(host) != IGNORE_INDEX).flatten().nonzero().squeeze(1)
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         student, teacher = self._outputs(batch, training=False)

@@ -64,6 +64,7 @@ class CausalLMModule(LanguageModelBase):
 
     def setup(self, stage: str) -> None:
         self.check_strategy(self.chunk_size is not None)
+        self.check_saved_folders(model=self.model)
         self._record_data_vocab()
         fp, size, name = self.data_vocab()
         resolve_vocab_size(self.head_widths(model=self.model), size, None, name)

@@ -28,6 +28,7 @@ from lightning_kd.modules.checkpoint_checks import (
     peek_checkpoint,
     resumed_differences,
 )
+from lightning_kd.modules.host_copies import HostCopies
 from lightning_kd.modules.step_log import DivergedLossError, NonFiniteLossError, StepLogging, new_step_state
 
 __all__ = ["BaseModule", "DivergedLossError", "NonFiniteLossError", "check_module_class", "save_plain_hyperparameters"]
@@ -97,7 +98,7 @@ def _takes_total_steps(scheduler: Any) -> bool:
         return False
 
 
-class BaseModule(StepLogging, L.LightningModule):
+class BaseModule(StepLogging, HostCopies, L.LightningModule):
     """Shared parts. Subclasses set ``self.val_acc``/``self.test_acc`` via :meth:`_build_metrics`.
 
     - A batch is unpacked once per step by :meth:`unpack_batch` into ``Batch(inputs, targets, index)``;
@@ -259,20 +260,6 @@ class BaseModule(StepLogging, L.LightningModule):
                 rank_zero_info(f"lightning-kd: {line}")
         for name, teacher in self.teacher_components():
             teacher.refill(checkpoint["state_dict"], f"{name}.")
-
-
-def resolve_temperature(temperature: float | None, distill_loss: nn.Module | None) -> float:
-    """The module's T: given, else the ``distill_loss``'s own, else 4; both given and different is an error."""
-    own = getattr(distill_loss, "temperature", None) if distill_loss is not None else None
-    own = float(own) if isinstance(own, (Tensor, float, int)) else None
-    if temperature is None:
-        return own if own is not None else 4.0
-    if own is not None and abs(own - temperature) > 1e-9:
-        raise ValueError(
-            f"temperature={temperature} but distill_loss {type(distill_loss).__name__} has temperature={own}; "
-            "set it in one place (leave the module's temperature unset to use the loss's)."
-        )
-    return float(temperature)
 
 
 def dry_run_feature_terms(

@@ -135,10 +135,16 @@ class DistillationModule(TemperatureAlpha, BaseModule):
 
     def forward_teacher(self, batch: Batch, training: bool) -> TeacherOutput:
         """The teacher's answer for ``batch``. In training the sample indices and the epoch go with it, so a
-        cached teacher can look up the exact view it stored."""
+        cached teacher can look up the exact view it stored (the loader's host copy of the indices, when there
+        is one: no device read)."""
         if training and batch.index is not None:
-            return self.teacher(batch.inputs, batch.index, self.current_epoch)
+            return self.teacher(batch.inputs, self._host_index(batch), self.current_epoch)
         return self.teacher(batch.inputs)
+
+    def _host_index(self, batch: Batch) -> Tensor | None:
+        """The loader's host copy of the sample indices (read without a device wait), else the batch's own."""
+        host = self.host_copy(batch.index)
+        return batch.index if host is None else host
 
     def forward(self, inputs: Any) -> Tensor:
         return self.forward_student(inputs)
@@ -187,7 +193,7 @@ class DistillationModule(TemperatureAlpha, BaseModule):
         return {
             "ce": F.cross_entropy(student_logits.float(), targets),
             "kd": self.kd_term(student_logits, teacher.logits, targets),
-            **(self.feature_terms.compute(batch.index) if len(self.feature_terms) else {}),
+            **(self.feature_terms.compute(self._host_index(batch)) if len(self.feature_terms) else {}),
         }
 
     def kd_term(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:

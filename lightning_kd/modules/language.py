@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_kd.core.batch import Batch
+from lightning_kd.core.digest import check_model_folder
 from lightning_kd.core.lm import head_width
 from lightning_kd.modules.common import BaseModule
 from lightning_kd.modules.vocabulary import VOCAB_RECORD_KEY, check_same_vocab
@@ -101,7 +102,7 @@ class LanguageModelBase(BaseModule):
                 "or override unpack_batch."
             )
         inputs = {"input_ids": batch["input_ids"]}
-        if "attention_mask" in batch:
+        if "attention_mask" in batch and not self._no_padding(batch["attention_mask"]):
             inputs["attention_mask"] = batch["attention_mask"]
         labels = batch.get("labels")
         if labels is None:
@@ -109,6 +110,13 @@ class LanguageModelBase(BaseModule):
             if "attention_mask" in batch:
                 labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         return Batch(inputs, labels, batch.get("index"))
+
+    def _no_padding(self, mask: Tensor) -> bool:
+        """Whether a training batch's attention mask is known to be all ones from the loader's host copy (packed
+        text always is): the models then get none, which gives the same causal attention and spares
+        transformers a read of the mask from the device (to see whether it can skip it) in every forward."""
+        host = self.host_copy(mask)
+        return host is not None and bool(host.all())
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Per-sequence summed next-token negative log-likelihood ``(B,)`` (the teacher-free score of a text)."""
@@ -168,6 +176,14 @@ class LanguageModelBase(BaseModule):
             return None, None, "the data"
         fp, size = getattr(dm, "vocab_fingerprint", None), getattr(dm, "vocab_size", None)
         return (fp if isinstance(fp, str) else None), (size if isinstance(size, int) else None), type(dm).__name__
+
+    @staticmethod
+    def check_saved_folders(**networks: nn.Module | None) -> None:
+        """Each network loaded from a folder :func:`~lightning_kd.callbacks.lm_export.save_language_model` wrote
+        is checked against its ``SHA256SUMS`` (a file changed or damaged since is refused, by name)."""
+        for who, network in networks.items():
+            if network is not None:
+                check_model_folder(network, who)
 
     def _record_data_vocab(self) -> None:
         fp, size, _ = self.data_vocab()

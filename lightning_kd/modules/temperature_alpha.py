@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from lightning_kd.core.temperature import warn_unusual_temperature
+
 
 class TemperatureAlpha:
     """Mixin of a LightningModule: :attr:`temperature` and :attr:`alpha`, checked when set.
@@ -32,6 +34,7 @@ class TemperatureAlpha:
         self.register_buffer("schedule_values", torch.zeros(2), persistent=False)  # type: ignore[attr-defined]
         self.alpha = alpha
         self.temperature = temperature
+        warn_unusual_temperature(self._temperature)
 
     @property
     def temperature(self) -> float:

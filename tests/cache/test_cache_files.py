@@ -122,16 +122,27 @@ def test_topk_classes_out_of_range_are_refused(tmp_path):
         TeacherCache.open(path)
 
 
-def test_the_scan_runs_once_per_open(tmp_path, monkeypatch):
+def test_the_files_are_read_once_per_open_sha256_or_scan(tmp_path, monkeypatch):
+    """A cache with its build's sha256 is hashed once per open (no scan); one without (an older build) scanned once;
+    lookups read neither."""
+    import json
+
     path = _cache(tmp_path / "c")
-    calls = []
-    scan = store_module.refuse_bad_values
-    monkeypatch.setattr(store_module, "refuse_bad_values", lambda *a: calls.append(a[0]) or scan(*a))
+    hashed, scanned = [], []
+    digest, scan = store_module.file_sha256, store_module.refuse_bad_values
+    monkeypatch.setattr(store_module, "file_sha256", lambda p: hashed.append(p) or digest(p))
+    monkeypatch.setattr(store_module, "refuse_bad_values", lambda *a: scanned.append(a[0]) or scan(*a))
     cache = TeacherCache.open(path)
     for _ in range(3):
         cache.lookup(1, torch.arange(5))
     cache.to("cpu").lookup(0, torch.arange(5))
-    assert calls == [path / "logits.npy"]
+    assert hashed == [path / "logits.npy"] and scanned == []
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["sha256"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    hashed.clear()
+    TeacherCache.open(path).lookup(0, torch.arange(5))
+    assert scanned == [path / "logits.npy"]
 
 
 @pytest.mark.parametrize("storage", ["fp32", "fp16", "topk"])

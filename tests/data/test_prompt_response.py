@@ -185,3 +185,10 @@ def test_chat_records_need_a_template_and_bad_ones_are_named(tmp_path, styles, t
     long = _write_jsonl(tmp_path / "long.jsonl", [{"messages": [{"role": "user", "content": "x " * 200}, CHAT[2]]}])
     with pytest.raises(ValueError, match=r"long\.jsonl, line 1: no response token is left within max_length=32"):
         PromptResponseDataModule(long, long, tokenizer=styles["qwen"], max_length=32).setup()
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_named_with_file_line_and_byte(tmp_path):
+    bad = tmp_path / "latin.jsonl"
+    bad.write_bytes(b'{"prompt": "a", "response": "b"}\n{"prompt": "caf\xe9", "response": "b"}\n')
+    with pytest.raises(ValueError, match=r"latin\.jsonl, line 2: not UTF-8 \(byte 0xe9 at column 16\); JSONL is UTF-8"):
+        read_examples(bad)

@@ -285,7 +285,7 @@ def test_same_seed_same_batch_order(tmp_path, corpus_dir):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(seq_len=0), "seq_len must be >= 1, got 0"),
+        (dict(seq_len=0), "seq_len must be >= 2, got 0"),
         (dict(batch_size=-2), "batch_size must be >= 1, got -2"),
         (dict(val_fraction=1.0), r"val_fraction=1.0 must be in \(0, 1\)"),
         (dict(max_train_tokens=8), "max_train_tokens=8 .* seq_len=16"),
@@ -303,3 +303,19 @@ def test_packed_errors_name_the_file_and_the_fix(tmp_path, corpus_dir):
     dm = _tiny_module(corpus_dir, tmp_path / "cache", seq_len=100_000)
     with pytest.raises(ValueError, match="seq_len=100000: lower seq_len"):
         dm.setup()
+
+
+def test_bytes_that_are_not_utf8_are_named_with_file_and_count(tmp_path, corpus_dir):
+    (corpus_dir / "mod_03.py").write_bytes((corpus_dir / "mod_03.py").read_bytes() + b"# caf\xe9 \xff\xfe\n")
+    dm = _tiny_module(corpus_dir, tmp_path / "cache", val_fraction=0.3)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) under .* hold bytes that are not UTF-8; 3 were replaced .*"
+                                         r"mod_03\.py \(3\)\. Convert them to UTF-8"):  # fmt: skip
+        dm.setup()
+
+
+def test_sequences_without_a_next_token_and_a_text_dir_that_is_a_file_are_refused(tmp_path, corpus_dir):
+    with pytest.raises(ValueError, match="seq_len must be >= 2, got 1: a sequence of one token has no next token"):
+        _tiny_module(corpus_dir, tmp_path / "cache", seq_len=1)
+    file = corpus_dir / "mod_00.py"
+    with pytest.raises(NotADirectoryError, match=r"text_dir='.*mod_00\.py' is a file, not a folder: pass it as text"):
+        PackedTextDataModule(text_dir=str(file))

@@ -299,3 +299,13 @@ def test_mismatched_vocab_widths_need_vocab_size() -> None:
     with pytest.raises(ValueError, match=r"vocab_size=152000 must be in \[1, 151936\]"):
         forward_kl(s, t, vocab_size=152000)
     assert forward_kl(s, t, vocab_size=151646).shape == (2,)
+
+
+@pytest.mark.parametrize("kind", TOKEN_DIVERGENCES)
+def test_an_extreme_temperature_never_gives_a_negative_loss(kind: str) -> None:
+    """At T = 1e6 both softened distributions are uniform to fp32 precision: rounding once made KL ≈ -1e-8, which
+    T² = 1e12 turned into a large negative loss; every divergence is floored at 0."""
+    torch.manual_seed(0)
+    s, t = torch.randn(64, 100) * 5, torch.randn(64, 100) * 5
+    values = token_divergence(s, t, Divergence(kind, beta=0.3), temperature=1e6)
+    assert (values >= 0).all() and kd_loss(s, t, 1e6, Divergence(kind)).item() >= 0

@@ -45,9 +45,9 @@ def test_a_generated_step_distils_on_the_generated_text_with_the_stated_loss(tmp
     seen = {}
     generate = Generation.generate
 
-    def spy(self, model, batch, eos, pad):
+    def spy(self, model, batch, eos, pad, **kwargs):
         seen["model"], seen["prompt"] = model, batch.inputs["input_ids"][:, :6].clone()
-        out = generate(self, model, batch, eos, pad)
+        out = generate(self, model, batch, eos, pad, **kwargs)
         seen["generated"] = out
         return out
 

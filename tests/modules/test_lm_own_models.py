@@ -151,3 +151,27 @@ def test_saving_without_a_data_module_ships_the_model_folders_tokenizer(folders,
             CausalLMModule(llama_lm(len(dm.tokenizer), hidden_size=32, num_layers=1, num_heads=2)),
             train_dataloaders=batches,
         )
+
+
+def test_a_saved_folder_lists_its_files_sha256_and_a_changed_one_is_refused_before_training(folders, tmp_path):
+    dm = _data(folders, tmp_path)
+    dm.setup()
+    batches = torch.utils.data.DataLoader([dm.splits["train"].__getitems__([0, 1])], batch_size=None)
+    saver = SaveLanguageModel(folder=str(tmp_path / "saved"), num_samples=0)
+    trainer(tmp_path, max_steps=1, limit_val_batches=0, callbacks=[saver]).fit(
+        CausalLMModule(pretrained_lm(folders["student"])), train_dataloaders=batches
+    )
+    sums = (saver.saved / "SHA256SUMS").read_text().splitlines()
+    listed = sorted(line.split("  ", 1)[1] for line in sums)
+    on_disk = sorted(p.relative_to(saver.saved).as_posix() for p in saver.saved.rglob("*") if p.is_file())
+    assert listed == [name for name in on_disk if name != "SHA256SUMS"] and "config.json" in listed
+    # the saved student, a file changed since: refused at setup, before any step, naming the file
+    model = pretrained_lm(saver.saved)
+    with open(saver.saved / "generation_config.json", "a") as f:
+        f.write(" ")
+    module = CausalLMModule(model)
+    with pytest.raises(ValueError, match=r"the model's model folder .* \(changed or damaged: generation_config.json;"):
+        trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(module, train_dataloaders=batches)
+    assert module.global_step == 0
+    (saver.saved / "SHA256SUMS").unlink()  # changed on purpose: the record goes, and the folder is read as it is
+    trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(module, train_dataloaders=batches)

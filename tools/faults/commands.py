@@ -136,3 +136,52 @@ def no_subcommand(c: Case) -> Trigger:
 def cache_tool_without_a_recipe(c: Case) -> Trigger:
     """`lightning-kd cache` without --config"""
     return lambda: c.cli("cache")
+
+
+@fault(
+    "CLI",
+    r"Ctrl-C of `lightning-kd seeds` mid-study: exit 130, no traceback: lightning-kd: interrupted \(Ctrl-C\)",
+    kind="guard",
+    slow=True,
+)
+def ctrl_c_of_a_tool(c: Case) -> Trigger:
+    """Ctrl-C of `lightning-kd seeds` while a seed trains (a 31-line traceback before)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    args = recipe(c)
+    configs = ",".join(a for prev, a in zip(args, args[1:]) if prev == "--config")
+    extra = [a for a in args if a.startswith("--") and a != "--config" and not a.endswith(".yaml")]
+    extra = [a for a in extra if not a.startswith(("--trainer.max_epochs", "--trainer.default_root_dir"))]
+    extra += ["--trainer.max_epochs=400"]  # long enough to be stopped in its first seed
+
+    def trigger() -> str:
+        cmd = [sys.executable, "-m", "lightning_kd", "seeds", "--recipe", f"kd={configs}", "--seeds", "0", "1",
+               "--out", "study", *extra]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        try:
+            while not any(Path("study").glob("**/last.ckpt")):
+                c.check(proc.poll() is None, f"the study ended (exit {proc.returncode}) before it could be stopped")
+                c.check(time.monotonic() < deadline, "the first seed wrote no checkpoint in 120 s")
+                time.sleep(0.01)
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        lines = [ln for ln in out.splitlines() if ln.strip() and "lightning-kd: interrupted" in ln]
+        c.check(proc.returncode == 130, f"exit {proc.returncode}, not 130: {out[-400:]!r}")
+        c.check("Traceback" not in out, f"a traceback was printed: {out[-400:]!r}")
+        c.check(bool(lines), f"nothing said the study was interrupted: {out[-400:]!r}")
+        return f"Ctrl-C of `lightning-kd seeds` mid-study: exit 130, no traceback: {lines[-1].strip()}"
+
+    return trigger

@@ -203,7 +203,7 @@ def resume_with_another_student(c: Case) -> Trigger:
     r"resuming with temperature=2\.0; the checkpoint was trained with temperature=4\.0: to keep that, pass "
     r"--model\.init_args\.temperature=4\.0",
     bad=("temperature",),
-    may_change=("runs/kd/model.ckpt",),
+    may_change=("runs/kd/model.ckpt*",),
 )
 def resume_with_another_temperature(c: Case) -> Trigger:
     """`fit --ckpt_path last.ckpt --model.init_args.temperature=2` (trained at 4)"""
@@ -222,7 +222,7 @@ def resume_with_another_temperature(c: Case) -> Trigger:
     "checkpoint/resume",
     r"resuming restores the checkpoint's optimizer state .*lr=0\.003.*is not used; to train with it, start a new run",
     bad=("optimizer", "lr=0.1"),
-    may_change=("runs/kd/model.ckpt",),
+    may_change=("runs/kd/model.ckpt*",),
 )
 def resume_with_another_learning_rate(c: Case) -> Trigger:
     """`fit --ckpt_path last.ckpt` with another learning rate"""
@@ -339,9 +339,56 @@ def predict_without_a_checkpoint(c: Case) -> Trigger:
     return lambda: c.cli("predict", *args)
 
 
+@fault(
+    "checkpoint/resume",
+    r"validate needs trained weights: pass --ckpt_path .* scores would come from the freshly built student",
+    bad=("--ckpt_path", "validate"),
+)
+def validate_without_a_checkpoint(c: Case) -> Trigger:
+    """`lightning-kd validate` of a KD recipe without --ckpt_path (the student as freshly built)"""
+    args = recipe(c)
+    return lambda: c.cli("validate", *args)
+
+
+@fault(
+    "checkpoint/resume",
+    r"test needs trained weights: pass --ckpt_path .* scores would come from the freshly built model",
+    bad=("--ckpt_path", "test"),
+)
+def test_a_teacher_recipe_without_a_checkpoint(c: Case) -> Trigger:
+    """`lightning-kd test` of the teacher recipe without --ckpt_path"""
+    args = recipe(c, "teacher")
+    return lambda: c.cli("test", *args)
+
+
 @fault("checkpoint/resume", r"was written by lightning_kd\.ClassificationModule", bad=("ClassificationModule",))
 def evaluate_with_another_module_class(c: Case) -> Trigger:
     """`lightning-kd test` of a ClassificationModule checkpoint with the KD recipe"""
     healthy(c, "teacher")
     args = recipe(c)
     return lambda: c.cli("test", *args, "--ckpt_path=runs/teacher/model.ckpt")
+
+
+@fault(
+    "own folders",
+    r"would publish its model to runs/teacher/model\.ckpt, which is the teacher's checkpoint .* Give this run its own",
+    bad=("model.ckpt", "teacher"),
+)
+def kd_run_in_its_teachers_folder(c: Case) -> Trigger:
+    """`fit` of the KD recipe with `--trainer.default_root_dir` = its teacher's run folder"""
+    published = healthy(c, "teacher")
+    args = recipe(c, root="teacher")
+    args = [a for a in args if not a.startswith("--model.init_args.teacher_ckpt=")]
+    return lambda: c.cli("fit", *args, f"--model.init_args.teacher_ckpt={published}")
+
+
+@fault(
+    "own folders",
+    r"runs/kd/model\.ckpt holds a model another recipe published \(a DistillationModule, this run is a "
+    r"ClassificationModule\)",
+    bad=("model.ckpt", "ClassificationModule"),
+)
+def student_recipe_into_the_kd_folder(c: Case) -> Trigger:
+    """`fit` of the student-alone recipe into the KD run's folder, where the distilled student is published"""
+    healthy(c, "kd")
+    return lambda: c.cli("fit", *recipe(c, "student", root="kd"))

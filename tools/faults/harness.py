@@ -172,8 +172,12 @@ def captured() -> Iterator[io.StringIO]:
 
 
 def _error_text(output: str) -> str:
-    """The error a ``lightning-kd`` run printed: its ``lightning-kd: error:`` message, else its last line."""
+    """The error a ``lightning-kd`` run printed: its ``lightning-kd: error:`` message, or its Ctrl-C message (two
+    lines), else its last line."""
     m = re.search(r"lightning-kd: error: (.*?)(?:\n\(set LIGHTNING_KD_DEBUG=1[^\n]*\))?\s*$", output, re.S)
+    if m:
+        return m.group(1).strip()
+    m = re.search(r"lightning-kd: (interrupted \(Ctrl-C\).*)$", output, re.S)
     if m:
         return m.group(1).strip()
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]

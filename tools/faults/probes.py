@@ -24,7 +24,7 @@ from tools.faults.setups import (
     "run isolation",
     r"published runs/kd/model\.ckpt; kept version_0 and version_1",
     kind="probe",
-    may_change=("runs/kd/model.ckpt",),
+    may_change=("runs/kd/model.ckpt*",),
 )
 def healthy_runs_publish_and_keep_their_own_checkpoints(c: Case) -> Trigger:
     """two healthy runs in one folder: each publishes model.ckpt, each keeps its own checkpoints"""
@@ -44,7 +44,7 @@ def healthy_runs_publish_and_keep_their_own_checkpoints(c: Case) -> Trigger:
     return trigger
 
 
-@fault("checkpoint/resume", r"resumed to epoch 2 and said nothing", kind="probe", may_change=("runs/kd/model.ckpt",))
+@fault("checkpoint/resume", r"resumed to epoch 2 and said nothing", kind="probe", may_change=("runs/kd/model.ckpt*",))
 def resume_with_the_same_config_is_quiet(c: Case) -> Trigger:
     """resuming with the config it was trained with says nothing about differences"""
     healthy(c)

@@ -74,8 +74,9 @@ def adam_learning_rate_1e6(c: Case) -> Trigger:
 
 @fault(
     "training divergence",
-    r"interrupted at step 3 \(epoch 1\); the run's state is saved in runs/kd/version_1/checkpoints/last\.ckpt: "
-    r"resume with the same command and --ckpt_path runs/kd/version_1/checkpoints/last\.ckpt",
+    r"interrupted \(Ctrl-C\) at step 3 \(epoch 1\); the run's state is saved in "
+    r"runs/kd/version_1/checkpoints/last\.ckpt\.\nResume with the same command and --ckpt_path "
+    r"runs/kd/version_1/checkpoints/last\.ckpt",
     bad=("KeyboardInterrupt", "interrupt"),
 )
 def interrupted_run(c: Case) -> Trigger:
@@ -247,7 +248,7 @@ def pipeline_beside_other_runs(c: Case) -> Trigger:
     r"went on from epoch \d+ to epoch 60",
     kind="guard",
     slow=True,
-    may_change=("runs/kd/model.ckpt",),
+    may_change=("runs/kd/model.ckpt*",),
 )
 def killed_run_resumes(c: Case) -> Trigger:
     """a run killed (SIGKILL) a few epochs in, beside a published model, then resumed from last.ckpt"""
@@ -296,6 +297,49 @@ def killed_run_resumes(c: Case) -> Trigger:
             f"model.ckpt unchanged after SIGKILL at epoch {epoch}; last.ckpt whole, the latest epoch ({epoch}); the "
             f"resumed run went on from epoch {epochs[0]} to epoch {KILL_EPOCHS} ({steps} steps) and published"
         )
+
+    return trigger
+
+
+@fault(
+    "preemption",
+    r"SIGTERM a few epochs in: exit 143; lightning-kd: stopped by SIGTERM at step \d+ \(epoch \d+\); the run's state "
+    r"is saved in runs/kd/version_1/checkpoints/last\.ckpt: resume .*; the resumed run went on to epoch 60",
+    kind="guard",
+    slow=True,
+    may_change=("runs/kd/model.ckpt*",),
+)
+def sigterm_saves_and_resumes(c: Case) -> Trigger:
+    """a run stopped by SIGTERM (what SLURM and cloud schedulers send), beside a published model, then resumed"""
+    published = healthy(c)
+    args = [a for a in recipe(c) if not a.startswith("--trainer.max_epochs")] + [f"--trainer.max_epochs={KILL_EPOCHS}"]
+    last = Path("runs/kd/version_1/checkpoints/last.ckpt")
+
+    def trigger() -> str:
+        before = digest(published)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "lightning_kd", "fit", *args]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 180
+        try:
+            while not last.is_file():  # in its first epochs: time to stop it
+                c.check(proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be stopped")
+                c.check(time.monotonic() < deadline, "last.ckpt was not written in 180 s")
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        c.check(proc.returncode == 143, f"the stopped run exited {proc.returncode}, not 143: it looks finished")
+        c.check(digest(published) == before, "the stopped run changed the published model.ckpt")
+        said = [ln for ln in out.splitlines() if "stopped by SIGTERM" in ln]
+        c.check(bool(said), f"the stopped run said nothing about it: {out[-300:]!r}")
+        c.cli("fit", *args, f"--ckpt_path={last}")
+        steps = torch.load(published, map_location="cpu", weights_only=True)["global_step"]
+        c.check(steps == 2 * KILL_EPOCHS, f"the resumed run's model has {steps} steps, not {2 * KILL_EPOCHS}")
+        return f"SIGTERM a few epochs in: exit 143; {said[0].strip()}; the resumed run went on to epoch {KILL_EPOCHS}"
 
     return trigger
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -333,3 +334,46 @@ def fashion_val_size_too_large(c: Case) -> Trigger:
     """Fashion-MNIST `--data.init_args.val_size=60000`"""
     args = fashion_args(fashion_dir(c))
     return lambda: c.cli("fit", *args, "--data.init_args.val_size=60000")
+
+
+@fault(
+    "hyper-parameter",
+    r"temperature=1e\+06 is above 20: the softened teacher and student distributions are close to uniform",
+    bad=("temperature", "1e+06"),
+)
+def temperature_huge(c: Case) -> Trigger:
+    """`--model.init_args.temperature=1e6` (fp32 cancellation once made the KD loss negative)"""
+    args = recipe(c)
+
+    def trigger() -> Any:
+        out = c.cli("fit", *args, "--model.init_args.temperature=1e6")
+        return c.said(out, r"temperature=1e\+06 is above")
+
+    return trigger
+
+
+@fault(
+    "hyper-parameter",
+    r"temperature=1e-06 is below 0\.25: the softened distributions are close to one-hot .* close to plain",
+    bad=("temperature", "1e-06"),
+)
+def temperature_tiny(c: Case) -> Trigger:
+    """`--model.init_args.temperature=1e-6` (the KD term ~1e-7: a plain CE run labelled KD)"""
+    args = recipe(c)
+
+    def trigger() -> Any:
+        out = c.cli("fit", *args, "--model.init_args.temperature=1e-6")
+        return c.said(out, r"temperature=1e-06 is below")
+
+    return trigger
+
+
+@fault(
+    "hyper-parameter",
+    r"trainer\.gradient_clip_val=-1 is negative .* Set a positive bound, e\.g\. gradient_clip_val: 1\.0",
+    bad=("gradient_clip_val", "-1"),
+)
+def gradient_clip_negative(c: Case) -> Trigger:
+    """`--trainer.gradient_clip_val=-1` (Lightning ignored it: an unclipped run)"""
+    args = recipe(c)
+    return lambda: c.cli("fit", *args, "--trainer.gradient_clip_val=-1")

@@ -81,8 +81,18 @@ class Generation:
             return "student"
         return "teacher" if u < self.on_policy + self.sequence_kd else "data"
 
-    def generate(self, model: nn.Module, batch: Batch, eos_token_id: int | None, pad_token_id: int) -> Batch:
-        """``batch`` with everything after the first ``prompt_len`` tokens replaced by ``model``'s samples."""
+    def generate(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        eos_token_id: int | None,
+        pad_token_id: int,
+        host_mask: Tensor | None = None,
+    ) -> Batch:
+        """``batch`` with everything after the first ``prompt_len`` tokens replaced by ``model``'s samples.
+
+        ``host_mask``: the loader's host copy of the attention mask, checked for padded prompts in place of the
+        device one (no device read)."""
         input_ids = batch.inputs["input_ids"]
         length = input_ids.shape[1]
         if length <= self.prompt_len:
@@ -92,6 +102,7 @@ class Generation:
             )
         prompt = input_ids[:, : self.prompt_len]
         mask = batch.inputs.get("attention_mask")
+        mask = host_mask if host_mask is not None else mask
         if mask is not None and not bool(mask[:, : self.prompt_len].all()):
             raise ValueError(
                 f"on-policy/sequence-level KD takes the first prompt_len={self.prompt_len} tokens of every row as its "
