@@ -19,10 +19,8 @@ our defaults, plus lightning-kd's own tools dispatched before it (``lightning-kd
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,12 @@ import yaml
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
-from lightning_kd.apps.cli_errors import DEBUG_ENV, exit_interrupted, interrupted_fit, short_message
+from lightning_kd.apps.cli_errors import DEBUG_ENV, short_message
+from lightning_kd.apps.config_files import KDArgumentParser, config_files, refuse_duplicate_keys
+from lightning_kd.apps.interrupts import short_interrupts
+from lightning_kd.apps.quiet import expect_frozen_teachers, quiet_third_party_noise
+from lightning_kd.apps.untrained import untrained_networks
 from lightning_kd.callbacks.run_checkpoint import RunCheckpoint
-from lightning_kd.core.teacher import TeacherBase
 from lightning_kd.core.weights import read_run_checkpoint
 
 # `lightning-kd <tool> ...`: the tools that are not Trainer methods; imported only when asked for
@@ -131,7 +132,7 @@ class KDCLI(LightningCLI):
         if not ckpt_path or str(ckpt_path) in _LIGHTNING_CKPT_NAMES or "://" in str(ckpt_path):
             return
         # a folder, a typo, a text file, a cut-off copy: named with the checkpoints beside it, before Lightning
-        ckpt = read_run_checkpoint(ckpt_path, "--ckpt_path")
+        ckpt = read_run_checkpoint(ckpt_path, "--ckpt_path", trust=config.get("weights_only") is False)
         if ckpt is None or config.get("model") is None:  # pickled objects: Lightning's trusted load decides
             return
         saved = dict(ckpt.get("hyper_parameters") or {})
@@ -172,39 +173,6 @@ class KDCLI(LightningCLI):
         hparams = {"_class_path": model["class_path"], **(model.get("init_args") or {})}
         hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
         self.model.save_hyperparameters(hparams)
-
-
-# constructor arguments that are the networks a module trains
-_TRAINED_ARGS = ("student", "students", "model")
-# network builders that load trained weights: evaluating what they build needs no checkpoint
-_LOADERS = ("pretrained_lm",)
-
-
-def untrained_networks(model: Any) -> list[str]:
-    """The trained networks of a model config (``student``, ``model``, …) that are built from scratch — not
-    loaded (``pretrained_lm``, a LoRA around one, torchvision ``weights``, timm ``pretrained``)."""
-    init = _get(model, "init_args") or {}
-    names = []
-    for key in _TRAINED_ARGS:
-        value = _get(init, key)
-        networks = value if isinstance(value, list) else [value] if value is not None else []
-        if networks and not all(_loaded(n) for n in networks):
-            names.append(key)
-    return names
-
-
-def _get(config: Any, key: str) -> Any:
-    return config.get(key) if isinstance(config, (dict, Namespace)) else getattr(config, key, None)
-
-
-def _loaded(network: Any) -> bool:
-    path = str(_get(network, "class_path") or "")
-    args = _get(network, "init_args") or {}
-    if path.endswith(_LOADERS):
-        return True
-    if path.endswith("lora"):
-        return _loaded(_get(args, "model"))
-    return bool(_get(args, "weights")) or bool(_get(args, "pretrained"))
 
 
 # --ckpt_path values that Lightning resolves itself (the run's last or best checkpoint, ...)
@@ -253,27 +221,21 @@ def _same_class(a: str, b: str | None) -> bool:
     return resolve(a) is resolve(b)
 
 
-def expect_frozen_teachers(model: L.LightningModule) -> None:
-    """Lightning >= 2.5.5 warns about modules in eval mode at fit start (#21146); a frozen teacher always is.
-    Silence exactly that count for this model (here, in the entry points: library code changes no warning
-    filter), so any other module left in eval mode still warns."""
-    teachers = [m for m in model.modules() if isinstance(m, TeacherBase)]
-    frozen = len({id(sub) for m in teachers for sub in m.modules() if not sub.training})
-    if frozen:
-        warnings.filterwarnings("ignore", message=rf"Found {frozen} module\(s\) in eval mode at the start of training")
-
-
 def build_cli(args: ArgsType = None, run: bool = True) -> LightningCLI:
     """Parse ``args`` (``None``: ``sys.argv``), build model/data/trainer and, if ``run``, run the subcommand."""
     # `${trainer.default_root_dir}` in a recipe means the key of the config being parsed, whatever the
     # subcommand (fit/validate/test/predict) it sits under
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    argv = sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else []
+    for file in config_files([str(a) for a in argv]):
+        refuse_duplicate_keys(file)
     return KDCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        parser_class=KDArgumentParser,  # --print_config and config.yaml keep ${trainer.default_root_dir}
         # errors raise instead of printing the 70-line usage: main() prints them short
         parser_kwargs={"parser_mode": "omegaconf+", "exit_on_error": False},
         save_config_kwargs={"overwrite": True},
@@ -288,33 +250,11 @@ def _tool(name: str) -> Callable[[Sequence[str]], object]:
     return importlib.import_module(TOOLS[name][0]).main
 
 
-def quiet_third_party_noise() -> None:
-    """Filter, narrowly, what a clean run prints that is not about the user's run: Lightning's own deprecation
-    use on newer torch, its advertising tip, and the worker hint for in-memory data (tensors need no workers)."""
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
-
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "litlogger" not in record.getMessage()
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_NoTips())
-
-
 def _short_errors(run: Callable[[], object], argv: Sequence[str] | None) -> None:
     """Run ``run``; a failure prints the library's message in a line or two and exits 1 (``LIGHTNING_KD_DEBUG=1``:
     the traceback instead); Ctrl-C prints two lines and exits 130 (a fit says where it saved its state first)."""
     try:
-        run()
-    except KeyboardInterrupt:
-        stop = interrupted_fit()
-        exit_interrupted(stop[1] if stop else None)
-    except SystemExit as exit_:
-        stop = interrupted_fit() if exit_.code == 1 else None  # Lightning turns Ctrl-C in a fit into sys.exit(1)
-        if stop is not None:
-            exit_interrupted(stop[1])
-        raise
+        short_interrupts(run)()
     except Exception as err:  # noqa: BLE001 - every failure gets the short form; the traceback on request
         if os.environ.get(DEBUG_ENV):
             raise

@@ -9,23 +9,22 @@ away: ``LIGHTNING_KD_DEBUG=1``.
 from __future__ import annotations
 
 import difflib
-import functools
+import errno
 import re
-import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 DEBUG_ENV = "LIGHTNING_KD_DEBUG"
 _NOISE = re.compile(r"^\s*(- )?Expected a <class 'NoneType'>\s*$")
 
 
 def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what it was raised from, as Python prints them (``raise … from None`` ends the chain)."""
     seen: list[BaseException] = []
     while err is not None and err not in seen:
         seen.append(err)
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return seen
 
 
@@ -228,6 +227,12 @@ def short_message(err: BaseException, argv: Sequence[str] | None = None) -> str:
     missing_class = _missing_class(text)  # before ours: lightning_kd's lazy attributes raise the AttributeError
     if missing_class:
         return _with_option(missing_class, option)
+    full = next((e for e in chain if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)), None)
+    if full is not None and not ours:  # not the cross-device rename that failed first and sits innermost
+        return (
+            f"no space left on the disk of {full.filename or 'a file being written'}: {full.strerror}. Free space "
+            "there (or point the run at a disk with room); what was written before is untouched."
+        )
     if ours:
         return _with_option(f"{type(ours[-1]).__name__}: {ours[-1]}", option)
     for explain in (
@@ -250,46 +255,3 @@ def short_message(err: BaseException, argv: Sequence[str] | None = None) -> str:
 
 def _with_option(message: str, option: str | None) -> str:
     return f"{option}: {message}" if option and option not in message else message
-
-
-def interrupted_fit() -> tuple[str, str | None] | None:
-    """``(signal, where its state was saved)`` when the last fit in this process was stopped by Ctrl-C (Lightning
-    exits 1 then, without saying so); ``None`` otherwise."""
-    from lightning_kd.callbacks.run_checkpoint import take_interrupt
-
-    stop = take_interrupt()
-    return stop if stop is not None and stop[0] == "SIGINT" else None
-
-
-def exit_interrupted(where: str | None = None) -> None:
-    """Ctrl-C: two lines, exit status 130 (128 + SIGINT), as a shell reports it; no traceback. ``where``: the
-    stopped fit's step, the checkpoint its state went to and how to resume."""
-    if where:
-        first, _, resume = where.partition(": resume")
-        lines = [f"lightning-kd: interrupted (Ctrl-C) {first}.", f"Resume{resume}." if resume else ""]
-    else:
-        lines = [
-            "lightning-kd: interrupted (Ctrl-C). What a run had finished is kept.",
-            "A fit saves its state in its last.ckpt: resume with the same command and --ckpt_path <that file>.",
-        ]
-    print("\n".join(line for line in lines if line), file=sys.stderr)
-    raise SystemExit(130)
-
-
-def short_interrupts(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a console script's ``main`` so Ctrl-C ends it in two lines with exit status 130."""
-
-    @functools.wraps(main)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return main(*args, **kwargs)
-        except KeyboardInterrupt:
-            stop = interrupted_fit()
-            exit_interrupted(stop[1] if stop else None)
-        except SystemExit as exit_:
-            stop = interrupted_fit() if exit_.code == 1 else None
-            if stop is not None:
-                exit_interrupted(stop[1])
-            raise
-
-    return wrapped

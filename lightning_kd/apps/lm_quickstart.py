@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from lightning_kd.apps.cli import expect_frozen_teachers
+from lightning_kd.apps.quiet import expect_frozen_teachers
 from lightning_kd.callbacks.lm_export import SaveLanguageModel
 from lightning_kd.data.text import PackedTextDataModule
 from lightning_kd.losses.token import TOKEN_DIVERGENCES

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from lightning_kd.apps.cli import build_cli
-from lightning_kd.apps.cli_errors import short_interrupts
+from lightning_kd.apps.interrupts import short_interrupts
 
 
 def expand_stages(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

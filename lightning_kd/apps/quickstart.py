@@ -22,8 +22,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from lightning_kd.apps.cli import expect_frozen_teachers
-from lightning_kd.apps.cli_errors import short_interrupts
+from lightning_kd.apps.interrupts import short_interrupts
+from lightning_kd.apps.quiet import expect_frozen_teachers
 from lightning_kd.data.digits import DigitsDataModule
 from lightning_kd.models import MLP, SmallCNN
 from lightning_kd.modules.classification import ClassificationModule

@@ -101,7 +101,7 @@ def report_from_checkpoints(
         raise ValueError(
             "the recipe sets no model.init_args.teacher_ckpt, so its teacher is untrained: give --teacher-ckpt."
         )
-    load_weights(student, student_ckpt, what="--ckpt")
+    load_weights(student, student_ckpt, what="--ckpt", role="recipe's student")
     datamodule = cli.datamodule
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -175,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except FileExistsError as err:
         raise SystemExit(f"lightning-kd report: {err} (on the command line: --overwrite or --out)") from err
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"lightning-kd report: {err}") from err
+        from lightning_kd.apps.cli_errors import short_message  # the innermost message, not the parser's dump
+
+        raise SystemExit(f"lightning-kd report: {short_message(err)}") from err
     result = report["result"]
     threads = result["settings"]["threads"]
     print(f"\nTeacher vs student, {result['num_samples']:,} test samples; latency on the CPU, {threads} thread(s):\n")

@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_kd.cache.keys import check_replayable, datamodule_key
 from lightning_kd.cache.store import Storage, TeacherCache
-from lightning_kd.core.teacher import weights_fingerprint
+from lightning_kd.core.digest import weights_fingerprint
 from lightning_kd.data.base import InMemoryDataModule
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}

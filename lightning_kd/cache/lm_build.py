@@ -11,7 +11,8 @@ from torch import nn
 
 from lightning_kd.cache.lm_keys import training_tokens
 from lightning_kd.cache.lm_store import LMTeacherStore, StoreDtype, topk_logprobs
-from lightning_kd.core.teacher import output_logits, weights_fingerprint
+from lightning_kd.core.digest import weights_fingerprint
+from lightning_kd.core.teacher import output_logits
 from lightning_kd.data.fingerprint import tokens_fingerprint
 
 

@@ -116,7 +116,8 @@ def refuse_bad_lm_values(path: Path, arrays: dict[str, np.ndarray], meta: dict[s
             if in_unit_interval and any("above 0" in w for w in problems)
             else ""
         )
-        files = "logprobs.npy" if not any("token ids" in w for w in problems) else "logprobs.npy/ids.npy"
+        ids_bad = any("token ids" in w for w in problems)
+        files = "/".join(["logprobs.npy"] * (len(problems) > ids_bad) + ["ids.npy"] * ids_bad)
         raise ValueError(
             f"LM teacher store {str(path)!r} ({files}) holds {found}.{hint} It was built from a diverged teacher, "
             f"written by another tool or damaged; {REBUILD}."

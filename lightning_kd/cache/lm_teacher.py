@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from lightning_kd.cache.lm_keys import training_tokens
 from lightning_kd.cache.lm_store import LMTeacherStore
 from lightning_kd.core.batch import inputs_device
+from lightning_kd.core.digest import weights_fingerprint
 from lightning_kd.core.lm import CausalLMTeacher, TokenLoss, TopKTokenLoss
-from lightning_kd.core.teacher import TeacherBase, TeacherOutput, weights_fingerprint
+from lightning_kd.core.teacher import TeacherBase, TeacherOutput
 from lightning_kd.data.fingerprint import tokens_fingerprint
 
 

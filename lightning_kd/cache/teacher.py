@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from lightning_kd.cache.keys import check_replayable, datamodule_key
 from lightning_kd.cache.store import TeacherCache
 from lightning_kd.core.batch import inputs_device
-from lightning_kd.core.teacher import Teacher, TeacherBase, TeacherOutput, weights_fingerprint
+from lightning_kd.core.digest import weights_fingerprint
+from lightning_kd.core.teacher import Teacher, TeacherBase, TeacherOutput
 
 
 class CachedTeacher(TeacherBase):

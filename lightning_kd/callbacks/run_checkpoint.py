@@ -22,16 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import torch
-from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from lightning_kd.callbacks.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError
+from lightning_kd.callbacks.publish_guard import other_recipe, run_inputs
 from lightning_kd.core.digest import write_sidecar
 from lightning_kd.core.errors import NonFiniteLossError
-from lightning_kd.core.teacher import TeacherBase
 
 # the signal that stopped the last fit in this process ("SIGINT", "SIGTERM"): Lightning exits 1 after Ctrl-C
 # without saying why, so an entry point reads it here to exit as a shell reports an interrupt (130)
@@ -44,65 +43,6 @@ def take_interrupt() -> tuple[str, str | None] | None:
     last = _INTERRUPTS[-1] if _INTERRUPTS else None
     _INTERRUPTS.clear()
     return last
-
-
-class NonFiniteCheckpointError(RuntimeError):
-    """A checkpoint was about to be written with NaN or infinite weights."""
-
-
-def nonfinite_tensors(state: dict[str, Any], limit: int = 5) -> list[str]:
-    """Names of (up to ``limit``) floating-point tensors in ``state`` holding NaN or infinity."""
-    bad = []
-    for name, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad.append(name)
-            if len(bad) >= limit:
-                break
-    return bad
-
-
-class AtomicCheckpointIO(CheckpointIO):
-    """Wraps the strategy's checkpoint writer: each local file is written to ``<name>.tmp`` and renamed into place
-    (``os.replace``, atomic on one file system), and a checkpoint whose ``state_dict`` holds NaN or infinity is
-    refused before anything is written. Remote paths (``s3://…``) go straight to the wrapped writer.
-
-    Args:
-        inner: the writer that serialises (the strategy's own ``checkpoint_io``).
-    """
-
-    def __init__(self, inner: CheckpointIO) -> None:
-        self.inner = inner
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = os.fspath(path)
-        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
-        if bad:
-            raise NonFiniteCheckpointError(
-                f"refused to write {path}: the weights hold NaN or infinity ({', '.join(bad)}); the run diverged. "
-                "The previous checkpoints are untouched. Lower the learning rate, clip gradients "
-                "(trainer.gradient_clip_val: 1.0) or train in 32-true/bf16-mixed precision, then resume from an "
-                "earlier checkpoint."
-            )
-        if "://" in path:
-            self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
-            return
-        tmp = f"{path}.tmp"
-        try:
-            self.inner.save_checkpoint(checkpoint, tmp, storage_options=storage_options)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: Any = None) -> dict[str, Any]:
-        kwargs = {} if weights_only is None else {"weights_only": weights_only}
-        return self.inner.load_checkpoint(path, map_location=map_location, **kwargs)
-
-    def remove_checkpoint(self, path: Any) -> None:
-        self.inner.remove_checkpoint(path)
-
-    def teardown(self) -> None:
-        self.inner.teardown()
 
 
 def _next_version(root: Path) -> int:
@@ -270,53 +210,3 @@ class RunCheckpoint(ModelCheckpoint):
         )
         _INTERRUPTS[-1] = (_INTERRUPTS[-1][0], where)
         rank_zero_info(f"lightning-kd: {what} {where} (from Python: trainer.fit(..., ckpt_path={shown!r})).")
-
-
-def run_inputs(pl_module: L.LightningModule) -> list[tuple[str, str]]:
-    """``(what, path)`` of what a module's teacher components read (duplicates of nested components removed)."""
-    seen, out = set(), []
-    for module in pl_module.modules():
-        if isinstance(module, TeacherBase):
-            for item in module.inputs():
-                if item[1] not in seen:
-                    seen.add(item[1])
-                    out.append(item)
-    return out
-
-
-_NETWORKS = ("student", "students", "model")
-
-
-def other_recipe(path: Path, pl_module: L.LightningModule) -> str | None:
-    """What differs between the run that published ``path`` and ``pl_module`` — its module class, or its
-    student network's config — or ``None`` when it is the same recipe's model (a rerun replaces it) or the file
-    says nothing readable."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not ours to judge here; the file is reported when something reads it
-        return None
-    mine = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
-    theirs = saved.get("lightning_kd_module")
-    if isinstance(theirs, str) and theirs.rsplit(".", 1)[-1] != mine.rsplit(".", 1)[-1]:
-        return f"a {theirs.rsplit('.', 1)[-1]}, this run is a {type(pl_module).__name__}"
-    saved_hp, hp = saved.get("hyper_parameters") or {}, dict(getattr(pl_module, "hparams", {}) or {})
-    for key in _NETWORKS:
-        if key in saved_hp and key in hp and _network(saved_hp[key]) != _network(hp[key]):
-            return f"its {key} was {_brief(saved_hp[key])}, this run's is {_brief(hp[key])}"
-    return None
-
-
-def _network(config: Any) -> Any:
-    """A network's config without its initialisation seed: another seed of one recipe is the same recipe."""
-    if isinstance(config, dict) and isinstance(config.get("init_args"), dict):
-        return {**config, "init_args": {k: v for k, v in config["init_args"].items() if k != "seed"}}
-    return config
-
-
-def _brief(value: Any) -> str:
-    if isinstance(value, dict) and "class_path" in value:
-        args = ", ".join(f"{k}={v}" for k, v in (value.get("init_args") or {}).items())
-        text = f"{str(value['class_path']).rsplit('.', 1)[-1]}({args})"
-    else:
-        text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."

@@ -6,7 +6,9 @@ changed or damaged since (a flipped bit, a copy cut short, an edit) is refused b
 - a saved model folder gets ``SHA256SUMS`` (the same format, one line per file);
 - offline teacher caches and LM stores record theirs in ``meta.json``.
 
-Hashing reads the whole file (about 1 GB/s on one core). A file without a record is read as before.
+:func:`weights_fingerprint` is the sha256 of what a model computes with (its ``state_dict``): caches and stores
+record their teacher's. Hashing reads the whole file (about 1 GB/s on one core). A file without a record is read
+as before.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+from torch import Tensor, nn
+
 SIDECAR = ".sha256"
 MANIFEST = "SHA256SUMS"
 
@@ -24,6 +29,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of the bytes of ``path``, read 1 MB at a time."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over the model's ``state_dict``: names, dtypes, shapes and bytes of every tensor, buffers
+    (BatchNorm statistics) included, so any change to what the model computes changes it."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if not isinstance(t, Tensor):  # extra state
+            h.update(f"{name}|{t!r}|".encode())
+            continue
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:

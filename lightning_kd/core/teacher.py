@@ -22,7 +22,6 @@ Pure torch.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -83,19 +82,6 @@ def output_logits(output: Any, who: str = "model") -> Tensor:
             "Teacher subclass whose forward extracts them."
         )
     return logits
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """sha256 over the model's ``state_dict``: names, dtypes, shapes and bytes of every tensor, buffers
-    (BatchNorm statistics) included, so any change to what the model computes changes it."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        if not isinstance(t, Tensor):  # extra state
-            h.update(f"{name}|{t!r}|".encode())
-            continue
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class TeacherBase(nn.Module):
@@ -215,7 +201,7 @@ class Teacher(TeacherBase):
         if isinstance(model, TeacherBase):
             raise TypeError("Teacher(model=...) takes the network itself, not another teacher component.")
         if ckpt is not None:
-            load_weights(model, ckpt, what="teacher_ckpt", allow_pickle=allow_pickle)
+            load_weights(model, ckpt, what="teacher_ckpt", allow_pickle=allow_pickle, role="teacher")
         self.ckpt = None if ckpt is None else str(ckpt)
         model.requires_grad_(False)  # before strategy setup: DDP/FSDP must never see these as trainable
         self.model = model

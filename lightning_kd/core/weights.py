@@ -14,6 +14,7 @@ import difflib
 import os
 import pickle
 import pickletools
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,8 +63,11 @@ def extract_state_dict(obj: object, source: str = "the file") -> dict[str, Tenso
     return {_strip_wrappers(k): v for k, v in tensors.items()}
 
 
-def match_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str = "checkpoint") -> dict[str, Tensor]:
-    """Pick the key prefix under which ``state`` holds ``model``'s weights, and check it fits exactly.
+def match_state_dict(
+    state: Mapping[str, Tensor], model: nn.Module, source: str = "checkpoint", role: str = "model"
+) -> dict[str, Tensor]:
+    """Pick the key prefix under which ``state`` holds ``model``'s weights, and check it fits exactly. ``role``:
+    what ``model`` is in the run (``teacher``, ``student``), for the message.
 
     Raises:
         ValueError: keys missing, unexpected or of the wrong shape; the message names a few of each.
@@ -92,15 +96,19 @@ def match_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str 
         if wrong:
             parts.append(f"{len(wrong)} with another shape (e.g. {'; '.join(wrong[:3])})")
         raise ValueError(
-            f"{source} does not match the teacher {type(model).__name__}: "
+            f"{source} does not match the {role} {type(model).__name__}: "
             + ", ".join(parts)
-            + ". Check that the teacher's class_path/init_args are the ones the checkpoint was trained with."
+            + f". Check that the {role}'s class_path/init_args are the ones the checkpoint was trained with."
         )
     return best
 
 
 def load_weights(
-    model: nn.Module, path: str | os.PathLike, what: str = "checkpoint", allow_pickle: bool = False
+    model: nn.Module,
+    path: str | os.PathLike,
+    what: str = "checkpoint",
+    allow_pickle: bool = False,
+    role: str = "model",
 ) -> nn.Module:
     """Load the weights in ``path`` into ``model`` (in place) and return it.
 
@@ -115,6 +123,7 @@ def load_weights(
         path: a Lightning checkpoint or a ``state_dict`` file.
         what: how the file is named in messages (e.g. ``"teacher_ckpt"``).
         allow_pickle: allow full unpickling.
+        role: what ``model`` is in the run (``teacher``, ``student``), named when the weights do not fit it.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says how to make one).
@@ -125,7 +134,7 @@ def load_weights(
     path = os.fspath(path)
     obj = _read_checkpoint(path, what, allow_pickle)
     source = f"{what} {path!r}"
-    state = match_state_dict(extract_state_dict(obj, source=source), model, source=source)
+    state = match_state_dict(extract_state_dict(obj, source=source), model, source=source, role=role)
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -183,9 +192,9 @@ def _read_checkpoint(
                 f"{resave}."
             ) from err
         raise PickledCheckpointError(
-            f"{what} {path!r} holds pickled Python objects that a weights-only load refuses ({_reason(err)}). If "
-            "you trust the file, load it with Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just the "
-            "weights: torch.save(model.state_dict(), 'weights.pt')."
+            f"{what} {path!r}: not loaded: the file holds Python objects ({pickled_globals(err)}), which could run "
+            "code when loaded. If you trust it: Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just "
+            "the weights: torch.save(model.state_dict(), 'weights.pt')."
         ) from err
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         if zipfile.is_zipfile(path):  # a whole zip archive, but not torch.save's layout
@@ -193,6 +202,12 @@ def _read_checkpoint(
         else:
             problem = f"is not a readable PyTorch checkpoint (truncated or corrupted: {_reason(err)})"
         raise ValueError(f"{what} {path!r} {problem}; {resave}.") from err
+
+
+def pickled_globals(err: BaseException) -> str:
+    """The Python names a refused weights-only load met (``argparse.Namespace``, ``posix.system``), for one line."""
+    names = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+    return ", ".join(names[:3]) if names else "objects other than tensors and plain containers"
 
 
 def _legacy_truncated(path: str) -> bool:
@@ -227,11 +242,11 @@ def _candidates(folder: str, where: str = "it") -> str:
     return f"pass one of the checkpoint files in {where}: {', '.join(found[:5])}{more}"
 
 
-def read_run_checkpoint(path: str | os.PathLike, what: str = "--ckpt_path") -> dict | None:
+def read_run_checkpoint(path: str | os.PathLike, what: str = "--ckpt_path", trust: bool = False) -> dict | None:
     """The Lightning checkpoint at ``path`` (a run to resume, a model to evaluate), loaded weights-only after the
     checks :func:`load_weights` makes of a file — a folder, a missing file (naming the checkpoints beside it), a
     text file, a truncated one — with remedies for resuming. ``None`` when it holds pickled objects that only a
-    full, trusted load reads (Lightning's own load then decides).
+    full load reads and ``trust`` (``--weights_only false``) says to load anyway (Lightning's load then does).
 
     Raises:
         FileNotFoundError, IsADirectoryError, ValueError: as :func:`load_weights`; ValueError also for a plain
@@ -256,8 +271,13 @@ def read_run_checkpoint(path: str | os.PathLike, what: str = "--ckpt_path") -> d
     resave = f"resume from another checkpoint{example}, or re-copy it from where it was made"
     try:
         ckpt = _read_checkpoint(path, what, False, missing=missing, resave=resave)
-    except PickledCheckpointError:
-        return None
+    except PickledCheckpointError as err:
+        if trust:
+            return None
+        raise PickledCheckpointError(
+            f"{what} {path!r}: not loaded: the file holds Python objects ({pickled_globals(err.__cause__ or err)}), "
+            "which could run code when loaded. If you trust it, add --weights_only false."
+        ) from None
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise ValueError(
             f"{what} {path!r} holds bare weights (a state_dict), not a Lightning checkpoint: there is no training "

@@ -245,3 +245,20 @@ def test_quickstart_report_replaces_its_own(tmp_path, test_split):
         expected = (kd.student.eval()(images).argmax(1) == labels).double().mean().item()
     assert json.loads((tmp_path / "report" / "report.json").read_text())["student"]["top1"] == pytest.approx(expected)
     assert (tmp_path / "report" / "export" / "student.onnx").is_file() and written["notes"] == []
+
+
+def test_a_student_checkpoint_of_other_widths_is_blamed_on_the_student(runs, tmp_path, monkeypatch):
+    """The recipe's student does not fit the --ckpt: the message names the student, not the teacher."""
+    root, _ = runs
+    monkeypatch.chdir(root)
+    torch.save(MLP(64, 10, hidden=(16,)).state_dict(), tmp_path / "narrow.pt")
+    args = ["--config", RECIPE[0], "--config", RECIPE[1], "--ckpt", str(tmp_path / "narrow.pt")]
+    with pytest.raises(SystemExit) as err:
+        main([*args, "--out", str(tmp_path / "r"), "--no-export", "--no-plots", *QUICK])
+    message = str(err.value)
+    assert (
+        "does not match the recipe's student MLP: 3 with another shape (e.g. fc.weight: file (10, 16) vs model "
+        "(10, 32)" in message
+    )
+    assert "Check that the recipe's student's class_path/init_args are the ones" in message
+    assert "teacher" not in message

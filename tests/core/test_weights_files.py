@@ -12,7 +12,7 @@ import torch
 
 from lightning_kd.core.teacher import Teacher
 from lightning_kd.core.weights import load_weights
-from tests.helpers import make_student, untouched
+from tests.helpers import REPO, make_student, untouched
 
 REBUILD = re.escape("rebuild it with `lightning-kd cache --config <recipe.yaml> --overwrite`")
 
@@ -122,9 +122,12 @@ def test_a_checkpoint_that_needs_unpickling_keeps_asking_for_allow_pickle(tmp_pa
     torch.save({"state_dict": torch.load(ckpt), "hyper_parameters": Opaque()}, path)
     with untouched(path), pytest.raises(ValueError) as err:
         Teacher(make_student(), ckpt=str(path))
-    msg = str(err.value)
-    assert msg.startswith(f"teacher_ckpt {str(path)!r} holds pickled Python objects that a weights-only load refuses")
-    assert "Opaque" in msg and "Teacher(model=..., ckpt=path, allow_pickle=True)" in msg
+    assert str(err.value) == (
+        f"teacher_ckpt {str(path)!r}: not loaded: the file holds Python objects "
+        "(tests.core.test_weights_files.Opaque), which could run code when loaded. If you trust it: "
+        "Teacher(model=..., ckpt=path, allow_pickle=True); or re-save just the weights: "
+        "torch.save(model.state_dict(), 'weights.pt')."
+    )
     with untouched(path):
         teacher = Teacher(make_student(), ckpt=str(path), allow_pickle=True)  # asked for: it loads
     for k, v in torch.load(ckpt).items():
@@ -186,3 +189,23 @@ def test_a_checkpoint_to_resume_is_checked_before_lightning_reads_it(tmp_path, m
     with untouched(run), pytest.raises(error, match=rf"^--ckpt_path {re.escape(repr(path))} {match}"):
         read_run_checkpoint(path)
     assert read_run_checkpoint(last)["global_step"] == 2
+
+
+def test_a_pickled_ckpt_path_is_refused_in_one_line_unless_trusted(tmp_path, ckpt, monkeypatch, capsys):
+    """--ckpt_path of a file holding Python objects (here argparse.Namespace, as old CLI checkpoints hold): one
+    line naming the object and the way to load it anyway; the file untouched."""
+    import argparse
+
+    from lightning_kd.apps.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": torch.load(ckpt), "hyper_parameters": argparse.Namespace(lr=1)}, path)
+    recipe = [f"--config={REPO / 'configs/digits/base.yaml'}", f"--config={REPO / 'configs/digits/student.yaml'}"]
+    with untouched(path), pytest.raises(SystemExit):
+        main(["validate", *recipe, f"--ckpt_path={path}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning-kd:")]
+    assert err[0] == (
+        f"lightning-kd: error: PickledCheckpointError: --ckpt_path {str(path)!r}: not loaded: the file holds Python "
+        "objects (argparse.Namespace), which could run code when loaded. If you trust it, add --weights_only false."
+    )

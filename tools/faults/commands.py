@@ -7,6 +7,7 @@ from tools.faults.setups import (
     DIGITS,
     STUDENT_STAGE,
     Trigger,
+    healthy,
     pipeline_file,
     recipe,
 )
@@ -185,3 +186,108 @@ def ctrl_c_of_a_tool(c: Case) -> Trigger:
         return f"Ctrl-C of `lightning-kd seeds` mid-study: exit 130, no traceback: {lines[-1].strip()}"
 
     return trigger
+
+
+# -- configs and what the CLI says ------------------------------------------------------------------------------
+@fault(
+    "CLI",
+    r"a printed config fitted with --trainer\.default_root_dir=elsewhere wrote its run there \(\d+ files\) and "
+    r"nothing into runs/kd",
+    kind="guard",
+)
+def print_config_refit_elsewhere(c: Case) -> Trigger:
+    """`fit --print_config > p.yaml`, then `fit --config p.yaml --trainer.default_root_dir elsewhere` (it wrote into
+    the printed run's folder: interpolations frozen at print time)"""
+    from pathlib import Path
+
+    args = recipe(c)
+    printed = c.cli("fit", *args, "--print_config")
+    Path("printed.yaml").write_text(printed[printed.index("# lightning.pytorch==") :])  # the YAML, not the log
+    teacher = next(a for a in args if a.startswith("--model.init_args.teacher_ckpt="))
+
+    def trigger() -> str:
+        c.cli("fit", "--config=printed.yaml", "--trainer.default_root_dir=elsewhere", teacher)
+        written = [p for p in Path("elsewhere").rglob("*") if p.is_file()]
+        c.check(Path("elsewhere/model.ckpt").is_file(), "the refit published no model in elsewhere/")
+        c.check(not Path("runs/kd").exists(), f"the refit wrote into runs/kd: {sorted(Path('runs/kd').rglob('*'))}")
+        return (
+            "a printed config fitted with --trainer.default_root_dir=elsewhere wrote its run there "
+            f"({len(written)} files) and nothing into runs/kd"
+        )
+
+    return trigger
+
+
+@fault(
+    "file",
+    r"two\.yaml:4: the key 'trainer' is given twice in one block \(first at line 1\).*Give it once",
+    bad=("trainer", "two.yaml"),
+)
+def yaml_key_given_twice(c: Case) -> Trigger:
+    """a recipe fragment with two `trainer:` blocks (YAML kept the second silently)"""
+    from pathlib import Path
+
+    Path("two.yaml").write_text("trainer:\n  max_epochs: 2\nmodel: {init_args: {alpha: 0.5}}\ntrainer:\n  x: 1\n")
+    args = recipe(c)
+    return lambda: c.cli("fit", *args, "--config=two.yaml")
+
+
+@fault(
+    "file",
+    r"could not write .*: no space left on the disk of .* MB free\)\. Free space there or point "
+    r"trainer\.default_root_dir",
+    bad=("no space left",),
+)
+def disk_full_while_saving(c: Case) -> Trigger:
+    """the disk fills up while a checkpoint is written (shown as `[Errno 18] Invalid cross-device link` before)"""
+    import errno
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    def full(self, checkpoint, path, storage_options=None):
+        try:  # as fsspec fails: its temporary file cannot be renamed across disks, the copy then runs out of space
+            raise OSError(errno.EXDEV, "Invalid cross-device link", "/tmp/tmpk3x9", None, str(path))
+        except OSError:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))  # noqa: B904 - as shutil does
+
+    args = recipe(c)
+    c.setattr(TorchCheckpointIO, "save_checkpoint", full)
+    return lambda: c.cli("fit", *args)
+
+
+@fault(
+    "file",
+    r"--ckpt_path 'old\.ckpt': not loaded: the file holds Python objects \(argparse\.Namespace\), which could run "
+    r"code when loaded\. If you trust it, add --weights_only false\.$",
+    bad=("old.ckpt", "Python objects"),
+)
+def pickled_checkpoint_to_evaluate(c: Case) -> Trigger:
+    """`validate --ckpt_path` of a checkpoint holding pickled objects (a 1,700-character dump before)"""
+    import argparse
+
+    import torch
+
+    published = healthy(c)
+    ckpt = torch.load(published, weights_only=True)
+    ckpt["hyper_parameters"] = argparse.Namespace(lr=0.1)
+    torch.save(ckpt, "old.ckpt")
+    args = recipe(c)
+    return lambda: c.cli("validate", *args, "--ckpt_path=old.ckpt")
+
+
+@fault(
+    "CLI",
+    r"--ckpt 'narrow\.pt' does not match the recipe's student MLP: .*another shape.*Check that the recipe's student's",
+    bad=("student", "narrow.pt"),
+)
+def report_student_of_other_widths(c: Case) -> Trigger:
+    """`lightning-kd report --ckpt` of a student with other widths than the recipe's (blamed on the teacher before)"""
+    import torch
+
+    from lightning_kd.models import MLP, SmallCNN
+
+    torch.save(MLP(64, 10, hidden=(8,)).state_dict(), "narrow.pt")
+    torch.save(SmallCNN(1, 10, widths=(32, 64, 128)).state_dict(), "teacher.pt")  # the recipe's teacher: it fits
+    configs = ["--config", str(DIGITS / "base.yaml"), "--config", str(DIGITS / "kd.yaml")]
+    files = ["--ckpt=narrow.pt", "--teacher-ckpt=teacher.pt", "--no-export", "--no-plots"]
+    return lambda: c.cli("report", *configs, *files)

@@ -209,8 +209,9 @@ class Case:
             try:
                 main(list(args))
             except SystemExit as exit_:
-                if exit_.code not in (0, None):
-                    raise CLIExit(exit_.code, _error_text(out.getvalue())) from None
+                if exit_.code not in (0, None):  # a string code is the message a tool exits with
+                    said = exit_.code if isinstance(exit_.code, str) else _error_text(out.getvalue())
+                    raise CLIExit(exit_.code, said) from None
             except Exception:
                 self.escaped = True
                 raise

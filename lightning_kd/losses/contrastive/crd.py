@@ -146,8 +146,7 @@ class ContrastMemory(nn.Module):
     def _check_index(self, index: Tensor, name: str) -> Tensor:
         if index.dtype.is_floating_point or index.dtype == torch.bool:
             raise ValueError(f"ContrastMemory: {name} must hold integer dataset indices, got {index.dtype}.")
-        # value check on host indices only (the loader's copy, which the modules pass): on an accelerator it
-        # would be a host sync every step
+        # value check on host indices only (the loader's copy, which modules pass): a device one would sync
         if index.numel() and index.device.type == "cpu" and ((index < 0) | (index >= self.n_data)).any():
             raise IndexError(
                 f"ContrastMemory: {name} holds values outside [0, {self.n_data}) "
