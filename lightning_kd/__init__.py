@@ -31,6 +31,7 @@ _EXPORTS = {
     "CausalLMModule": "lightning_kd.modules.causal_lm",
     "CausalLMTeacher": "lightning_kd.core.lm",
     "ClassificationModule": "lightning_kd.modules.classification",
+    "CrossTokenizerDistillation": "lightning_kd.modules.cross_tokenizer",
     "DistillationModule": "lightning_kd.modules.distillation",
     "FeatureTerm": "lightning_kd.core.feature_term",
     "FeatureTerms": "lightning_kd.core.feature_terms",

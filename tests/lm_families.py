@@ -134,3 +134,26 @@ def model_folder(
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def metaspace_tokenizer(corpus_folder: Path, vocab_size: int = 300, lowercase: bool = False) -> Any:
+    """A SentencePiece-style tokenizer as Llama 2 / Mistral ship it (``▁`` for a space, a dummy prefix space,
+    ``<s>`` added in front, ``<unk>`` for a character it never saw), BPE trained on the small corpus;
+    ``lowercase``: with a normalizer, so its tokens no longer spell the text."""
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    raw.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    if lowercase:
+        raw.normalizer = normalizers.Lowercase()
+    alphabet = [*"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789#@!?", *"éïüÜ🙂✓"]  # no <unk>
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=alphabet, show_progress=False
+    )
+    raw.train_from_iterator(_corpus_texts(str(corpus_folder)).texts(), trainer)
+    raw.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", raw.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")

@@ -24,11 +24,14 @@ class Batch(NamedTuple):
         inputs: what the models take (a tensor, or a dict of tensors for a HuggingFace model).
         targets: class indices ``(N,)`` (or token labels ``(N, L)``); ``None`` for bare inputs (predict).
         index: dataset indices of the samples ``(N,)``, when the data module sends them.
+        extra: anything else a batch carries that a module reads (a causal LM's ``token_bytes``, a cross-tokenizer
+            teacher's ``teacher_input_ids`` and ``align``), by name.
     """
 
     inputs: Any
     targets: Tensor | None = None
     index: Tensor | None = None
+    extra: dict[str, Tensor] | None = None
 
 
 def inputs_device(inputs: Any) -> torch.device | None:

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_kd.data.cross_text import AlignedSequences, TeacherTokenization
 from lightning_kd.data.fingerprint import tokens_fingerprint
 from lightning_kd.data.resume import PositionedLoader, ResumableData
 from lightning_kd.data.sampling import EpochShuffleSampler, ReplayShuffleSampler
@@ -89,7 +90,7 @@ def spread_rows(rows: np.ndarray, keep: int) -> np.ndarray:
     return rows[np.linspace(0, len(rows) - 1, keep).round().astype(np.int64)]
 
 
-class PackedTextDataModule(ResumableData, TokenizerProperties, L.LightningDataModule):
+class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperties, L.LightningDataModule):
     """A corpus as one token stream cut into equal sequences: causal-LM pre-training data, no padding.
 
     Documents (files) are tokenised with the models' tokenizer (``tokenizer``: a model folder, a
@@ -126,6 +127,12 @@ class PackedTextDataModule(ResumableData, TokenizerProperties, L.LightningDataMo
         min_frequency: minimum count of a pair for a BPE merge (``tokenizer=None`` only).
         with_indices: training batches also carry ``"index"``, each sequence's row in the training split (the key
             of an offline teacher store, :class:`~lightning_kd.cache.CachedLMTeacher`).
+        teacher_tokenizer: a teacher of *another* vocabulary (cross-tokenizer distillation,
+            :class:`~lightning_kd.modules.CrossTokenizerDistillation`): its tokenizer, in the forms ``tokenizer``
+            takes. Batches then also carry the teacher's tokens of each sequence's text and the aligned
+            predictions (:mod:`lightning_kd.data.cross_text`).
+        teacher_bpe_vocab_size: instead of ``teacher_tokenizer``: the library's BPE of this size trained on the
+            training files (the teacher of the stdlib recipes, when the student gets another ``vocab_size``).
 
     Example:
         >>> dm = PackedTextDataModule(seq_len=128); dm.setup()  # doctest: +SKIP
@@ -149,10 +156,17 @@ class PackedTextDataModule(ResumableData, TokenizerProperties, L.LightningDataMo
         max_train_tokens: int | None = None,
         min_frequency: int = 2,
         with_indices: bool = False,
+        teacher_tokenizer: TokenizerSource = None,
+        teacher_bpe_vocab_size: int | None = None,
     ) -> None:
         super().__init__()
         if text_files is not None and text_dir is not None:
             raise ValueError(f"Pass text_files or text_dir, not both (got text_dir={text_dir!r}).")
+        if teacher_tokenizer is not None and teacher_bpe_vocab_size is not None:
+            raise ValueError(
+                f"Pass teacher_tokenizer or teacher_bpe_vocab_size, not both (got teacher_bpe_vocab_size="
+                f"{teacher_bpe_vocab_size})."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if seq_len < 2:
@@ -179,7 +193,9 @@ class PackedTextDataModule(ResumableData, TokenizerProperties, L.LightningDataMo
         self.with_indices = with_indices
         # a given tokenizer is loaded now (a path that is not there fails here); the default BPE is trained lazily
         self._tokenizer: Any = load_tokenizer(tokenizer, local_files_only=False) if tokenizer is not None else None
-        self.splits: dict[str, PackedSequences] = {}
+        self._teacher_tokenizer = None if teacher_tokenizer is None else load_tokenizer(teacher_tokenizer, False)
+        self.teacher_bpe_vocab_size = teacher_bpe_vocab_size
+        self.splits: dict[str, PackedSequences | AlignedSequences] = {}
         self.stats: dict[str, int] = {}
         self._train_key: str | None = None
 
@@ -226,10 +242,17 @@ class PackedTextDataModule(ResumableData, TokenizerProperties, L.LightningDataMo
                     f"seq_len={self.seq_len}: lower seq_len, or add text (or raise val_fraction for val)."
                 )
             rows = stream[: n * self.seq_len].reshape(n, self.seq_len)
+            kept = np.arange(n)
             if name == "train" and self.max_train_tokens is not None:
-                rows = spread_rows(rows, self.max_train_tokens // self.seq_len)
+                kept = spread_rows(kept, self.max_train_tokens // self.seq_len)
+                rows = rows[kept]
                 n, stream = len(rows), rows.reshape(-1)
-            self.splits[name] = PackedSequences(rows, with_indices=self.with_indices and name == "train")
+            indexed = self.with_indices and name == "train"
+            if self.cross_tokenizer:
+                self.splits[name] = self.aligned_split(corpus, kept, self.seq_len, indexed)
+                self.stats.update({f"{name}_{k}": v for k, v in self.splits[name].stats().items()})
+            else:
+                self.splits[name] = PackedSequences(rows, with_indices=indexed)
             report = corpus.decoding_report()
             if report:
                 rank_zero_warn(f"{type(self).__name__}: the {name} split: {report}")

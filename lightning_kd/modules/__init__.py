@@ -8,6 +8,7 @@ from lightning_kd.modules.adversarial import AdversarialDistillation
 from lightning_kd.modules.causal_lm import CausalLMDistillation, CausalLMModule
 from lightning_kd.modules.classification import ClassificationModule
 from lightning_kd.modules.common import BaseModule
+from lightning_kd.modules.cross_tokenizer import CrossTokenizerDistillation
 from lightning_kd.modules.distillation import DistillationModule
 from lightning_kd.modules.multi_teacher import MultiTeacherDistillation
 from lightning_kd.modules.mutual import MutualLearning

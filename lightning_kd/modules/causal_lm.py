@@ -237,8 +237,8 @@ class CausalLMDistillation(TemperatureAlpha, LanguageModelBase):
 
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         student, teacher = self._outputs(batch, training=False)
-        sums = self.token_loss.eval_sums(student, teacher, next_token_labels(batch.targets), **self._options())
-        (self.val_sums if stage == "val" else self.test_sums).update(sums)
+        y = next_token_labels(batch.targets)
+        self.update_eval(stage, self.token_loss.eval_sums(student, teacher, y, **self._options()), batch, y)
 
 
 __all__ = ["CausalLMDistillation", "CausalLMModule"]

@@ -83,5 +83,4 @@ class CausalLMModule(LanguageModelBase):
     def _eval_step(self, batch: Batch, stage: Literal["val", "test"]) -> None:
         rows = self.token_loss.student_rows(self.model, batch.inputs)
         y = next_token_labels(batch.targets)
-        sums = self.token_loss.eval_sums(rows, None, y)
-        (self.val_sums if stage == "val" else self.test_sums).update(sums)
+        self.update_eval(stage, self.token_loss.eval_sums(rows, None, y), batch, y)

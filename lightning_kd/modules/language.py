@@ -18,6 +18,7 @@ from lightning_kd.modules.common import BaseModule
 from lightning_kd.modules.vocabulary import VOCAB_RECORD_KEY, check_same_vocab
 
 IGNORE_INDEX = -100
+_BATCH_KEYS = ("input_ids", "attention_mask", "labels", "index")
 
 
 def next_token_labels(labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -35,10 +36,12 @@ def next_token_labels(labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tenso
 class TokenSums(Metric):
     """Per-token sums over a whole evaluation set (summed across ranks), turned into means once at the end:
     ``loss`` (mean next-token CE, nats), ``ppl`` = exp(loss), ``acc`` (top-1 = next token) and, with a teacher,
-    ``teacher_loss``, ``teacher_ppl``, ``teacher_acc``, ``agreement`` (student top-1 = teacher top-1), ``kd``."""
+    ``teacher_loss``, ``teacher_ppl``, ``teacher_acc``, ``agreement`` (student top-1 = teacher top-1), ``kd``; and
+    ``bpb`` (bits per byte: the CE in bits over the bytes of text the scored tokens stand for) when the batches say
+    their tokens' bytes (``token_bytes``), the figure that compares models of different vocabularies."""
 
     full_state_update = False
-    _NAMES = ("count", "ce", "correct", "teacher_ce", "teacher_correct", "agree", "kd")
+    _NAMES = ("count", "ce", "correct", "teacher_ce", "teacher_correct", "agree", "kd", "bytes")
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,6 +60,8 @@ class TokenSums(Metric):
         n = self.count.clamp_min(1)
         out = {"loss": self.ce / n, "acc": self.correct / n}
         out["ppl"] = out["loss"].exp()
+        if bool(self.bytes > 0):
+            out["bpb"] = self.ce / (self.bytes * math.log(2))
         if bool(self.has_teacher):
             out.update(teacher_loss=self.teacher_ce / n, teacher_acc=self.teacher_correct / n)
             out.update(teacher_ppl=out["teacher_loss"].exp(), agreement=self.agree / n, kd=self.kd / n)
@@ -109,7 +114,8 @@ class LanguageModelBase(BaseModule):
             labels = batch["input_ids"]
             if "attention_mask" in batch:
                 labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
-        return Batch(inputs, labels, batch.get("index"))
+        extra = {k: v for k, v in batch.items() if k not in _BATCH_KEYS}
+        return Batch(inputs, labels, batch.get("index"), extra or None)
 
     def _no_padding(self, mask: Tensor) -> bool:
         """Whether a training batch's attention mask is known to be all ones from the loader's host copy (packed
@@ -207,6 +213,15 @@ class LanguageModelBase(BaseModule):
         return {who: head_width(model) for who, model in models.items()}
 
     # -- evaluation -----------------------------------------------------------------------------------
+    def update_eval(self, stage: Literal["val", "test"], sums: dict[str, Tensor], batch: Batch, labels: Tensor) -> None:
+        """Add a batch's evaluation sums, with the bytes of text its scored tokens stand for when the batch says
+        them (``token_bytes``, ``(B, L)``; ``labels`` already shifted)."""
+        token_bytes = (batch.extra or {}).get("token_bytes")
+        if token_bytes is not None:
+            shifted = next_token_labels(token_bytes, 0)
+            sums = {**sums, "bytes": shifted.masked_fill(labels == IGNORE_INDEX, 0).sum()}
+        (self.val_sums if stage == "val" else self.test_sums).update(sums)
+
     def log_eval(self, stage: Literal["val", "test"]) -> None:
         sums = self.val_sums if stage == "val" else self.test_sums
         if not bool(sums.count > 0) and not sums._update_count:

@@ -52,8 +52,9 @@ def check_same_vocab(records: list[tuple[str, str | None, str]], data_name: str)
                 f"sha256 {ref_fp[:12]}…). Tokenizers are compared by identity, not size: two tokenizers with the "
                 "same number of tokens map text to different ids, and distilling across them trains on garbage. "
                 f"Use the tokenizer the {who} was trained with for {data_name}{_folder_hint(source, ref_source)}, or "
-                f"a {who} trained on this one. Cross-tokenizer distillation (token alignment, as in ULD/GOLD) is not "
-                "supported yet."
+                f"a {who} trained on this one. For a teacher of another vocabulary, use cross-tokenizer distillation: "
+                "model CrossTokenizerDistillation with data PackedTextDataModule(teacher_tokenizer=<the teacher's "
+                "tokenizer>), recipe configs/lm/kd_cross_tokenizer.yaml (docs/language_models.md)."
             )
 
 

@@ -74,6 +74,8 @@ HELPERS = {
     "kl_rows",  # a primitive on two log-probability tensors (gradient to both by design), used by every divergence
     "decode_lm_topk",  # rebuilds a stored teacher distribution: no student side
     "topk_bucket_logprobs",  # the two bucketed distributions; their loss is topk_bucket_distill_loss
+    "mapped_logprobs",  # the two distributions over shared tokens; their loss is cross_tokenizer_div_sum
+    "shared_ids",  # the mapped ids of a vocabulary map
     "token_eval_sums",  # evaluation sums under no_grad
     "Embed",  # CRD's projection head and memory bank: checked through CRDLoss
     "ContrastMemory",
@@ -228,7 +230,34 @@ def _chunked_ce() -> Case:
     )
 
 
+def _cross_map() -> Tensor:
+    vocab_map = torch.full((14,), -1)
+    vocab_map[torch.tensor([0, 2, 5, 7, 13])] = torch.tensor([3, 0, 9, 4, 6])
+    return vocab_map
+
+
+def _cross_heads() -> Case:
+    # student hidden states + head (10 tokens) against a teacher of another vocabulary (14), chunked
+    return Case(
+        lambda s, t: losses.cross_tokenizer_div_sum(
+            s[0],
+            t[0],
+            student_head=(s[1], None),
+            teacher_head=(t[1], None),
+            vocab_map=_cross_map(),
+            divergence="jsd",
+            temperature=2.0,
+            chunk_size=4,
+        ),  # fmt: skip
+        [_leaf(6, 8), _leaf(10, 8)],
+        [_leaf(6, 5), _leaf(14, 5)],
+        pure_math=False,  # the heads run under autocast
+    )
+
+
 CASES: dict[str, Callable[[], Case]] = {
+    "uld_rows": lambda: Case(lambda s, t: losses.uld_rows(s[0], t[0]).sum(), [_leaf(6, 10)], [_leaf(6, 14)]),
+    "cross_tokenizer_div_sum": _cross_heads,
     "ensemble_kd_loss": _ensemble,
     "per_teacher_kd": _per_teacher,
     "dml_losses": _dml,

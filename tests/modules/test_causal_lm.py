@@ -163,7 +163,9 @@ def test_vocabularies_are_checked_by_identity(tmp_path, text_dm):
     )  # fmt: skip
     assert other.vocab_size == text_dm.vocab_size and other.vocab_fingerprint != text_dm.vocab_fingerprint
     kd = CausalLMDistillation(tiny(1, hidden=48), tiny(2), teacher_ckpt=str(ckpt))
-    with pytest.raises(ValueError, match=r"teacher's vocabulary \(teacher_ckpt.*is not the data's.*Cross-tokenizer"):
+    with pytest.raises(
+        ValueError, match=r"teacher's vocabulary \(teacher_ckpt.*is not the data's.*CrossTokenizerDistillation"
+    ):
         trainer(tmp_path / "kd2", max_steps=1).fit(kd, other)
 
 

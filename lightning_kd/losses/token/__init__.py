@@ -9,6 +9,7 @@ from lightning_kd.losses.token.chunked import (
     chunked_token_distill_loss,
     naive_token_distill_loss,
 )
+from lightning_kd.losses.token.cross import cross_tokenizer_div_sum, mapped_logprobs, shared_ids, uld_rows
 from lightning_kd.losses.token.divergences import TOKEN_DIVERGENCES, reduce_token_loss, token_divergence
 from lightning_kd.losses.token.evaluation import token_eval_sums
 from lightning_kd.losses.token.functional import (
