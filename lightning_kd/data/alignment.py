@@ -41,6 +41,11 @@ def _char_to_byte(text: str) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(widths)])
 
 
+def _literal(tokenizer: Any, index: int) -> bytes:
+    token = tokenizer.convert_ids_to_tokens(index)
+    return token.encode("utf-8") if isinstance(token, str) else b""
+
+
 def _document_widths(
     tokenizer: Any, text: str, ids: list[int], strings: list[bytes | None], prefix: int, closed: bool
 ) -> tuple[np.ndarray, bool]:
@@ -58,6 +63,11 @@ def _document_widths(
     if spelt == b" " + raw and widths[prefix] > 0:
         widths[prefix] -= 1  # SentencePiece's dummy prefix: "▁Hello" for "Hello" at a text's start
         return widths, False
+    if any(p is None for p in pieces):  # a chat template's markers (<|im_start|>) are written in the text
+        literal = [p if p is not None else _literal(tokenizer, i) for p, i in zip(pieces, ids[body])]
+        if b"".join(literal) == raw:
+            widths[body] = [len(p) for p in literal]
+            return widths, False
     size = len(raw)
     # the tokens do not spell the text (normalisation): the tokenizer's character offsets, made contiguous
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -73,7 +83,9 @@ def _document_widths(
     return widths, True
 
 
-def token_spans(tokenizer: Any, texts: Sequence[str], encoded: Sequence[list[int]], prefix: int) -> TokenSpans:
+def token_spans(
+    tokenizer: Any, texts: Sequence[str], encoded: Sequence[list[int]], prefix: int, closed: bool | None = None
+) -> TokenSpans:
     """The documents' concatenated token stream with each token's byte span in the concatenated text.
 
     Args:
@@ -82,6 +94,8 @@ def token_spans(tokenizer: Any, texts: Sequence[str], encoded: Sequence[list[int
         encoded: each document's ids as :func:`~lightning_kd.data.text_tokenizer.encode_texts` frames them: the
             tokenizer's ``prefix`` special tokens (BOS), the text, then end-of-text.
         prefix: how many special tokens the tokenizer puts before a text.
+        closed: whether each document's last id is its end-of-text (one virtual byte); ``None``: where it is the
+            tokenizer's EOS.
 
     Document ``d`` occupies bytes ``[O_d, O_d + n_d)`` and its end-of-text token ``[O_d + n_d, O_d + n_d + 1)``,
     the same for every tokenizer of the same texts.
@@ -92,7 +106,8 @@ def token_spans(tokenizer: Any, texts: Sequence[str], encoded: Sequence[list[int
     eos = tokenizer.eos_token_id
     widths, fallbacks = [], 0
     for text, ids in zip(texts, encoded):
-        w, fell_back = _document_widths(tokenizer, text, ids, strings, prefix, closed=bool(ids) and ids[-1] == eos)
+        end = bool(ids) and ids[-1] == eos if closed is None else closed
+        w, fell_back = _document_widths(tokenizer, text, ids, strings, prefix, closed=end)
         widths.append(w)
         fallbacks += fell_back
     ids = np.concatenate([np.asarray(i, dtype=np.int64) for i in encoded]) if encoded else np.zeros(0, np.int64)

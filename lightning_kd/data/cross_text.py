@@ -177,10 +177,15 @@ class TeacherTokenization:
         teacher = spans_of(self.teacher_tokenizer, corpus, self.cache_dir)
         return AlignedSequences(student, teacher, seq_len, rows, self.teacher_pad_token_id, with_indices)
 
-    def mapped_share(self, split: AlignedSequences) -> float:
-        """Share of the teacher's tokens in ``split``'s text whose id has a student counterpart."""
-        lo, hi = split.align.t_start[split.rows], split.align.t_stop[split.rows]
-        if len(lo) == 0:
-            return 0.0
-        ids = np.concatenate([split.t_ids[a:b] for a, b in zip(lo[:256], hi[:256])])  # a sample of rows suffices
+    def teacher_sample_ids(self) -> np.ndarray:
+        """Teacher token ids of (up to) the first 256 training sequences."""
+        split = self.splits["train"]  # type: ignore[attr-defined]
+        if isinstance(split, list):  # prompt/response examples
+            return np.concatenate([e["teacher_ids"] for e in split[:256]])
+        lo, hi = split.align.t_start[split.rows[:256]], split.align.t_stop[split.rows[:256]]
+        return np.concatenate([split.t_ids[a:b] for a, b in zip(lo, hi)]) if len(lo) else np.zeros(0, np.int64)
+
+    def mapped_share(self) -> float:
+        """Share of the teacher's tokens in (a sample of) the training text whose id has a student counterpart."""
+        ids = self.teacher_sample_ids()
         return float((self.vocab_map()[ids] >= 0).mean()) if len(ids) else 0.0

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_kd.data.cross_text import TeacherTokenization
 from lightning_kd.data.resume import ResumableData
 from lightning_kd.data.sampling import ReplayShuffleSampler
 from lightning_kd.data.text import IGNORE_INDEX, seeded_loader
@@ -174,7 +175,7 @@ class ExampleEncoder:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDataModule):
+class PromptResponseDataModule(ResumableData, TeacherTokenization, TokenizerProperties, L.LightningDataModule):
     """Prompt/response pairs and chat conversations from JSONL files: loss on what the assistant says only.
 
     Each line is ``{"prompt", "response"}`` (the prompt framed as the tokenizer frames a text — its BOS, if any —,
@@ -201,7 +202,10 @@ class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDa
         seed: seed of the training batch order.
         num_workers: DataLoader workers.
         vocab_size: vocabulary of the default tokenizer (``tokenizer=None`` only).
-        cache_dir: folder of the default tokenizer (``tokenizer=None`` only).
+        cache_dir: folder of the default tokenizer (``tokenizer=None`` only) and of the vocabulary map.
+        teacher_tokenizer: a teacher of another vocabulary (:class:`~lightning_kd.modules.CrossTokenizerDistillation`):
+            each example is also encoded as the teacher would see it (its BOS, its chat template) and the two are
+            aligned on the assistant's text (:mod:`lightning_kd.data.cross_chat`).
     """
 
     def __init__(
@@ -215,6 +219,7 @@ class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDa
         num_workers: int = 0,
         vocab_size: int = 4096,
         cache_dir: str = "runs/lm/data",
+        teacher_tokenizer: TokenizerSource = None,
     ) -> None:
         super().__init__()
         if max_length < 2:
@@ -228,19 +233,25 @@ class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDa
             self.tokenizer = as_transformers_tokenizer(stdlib_tokenizer(vocab_size, cache_dir=cache_dir))
         else:
             self.tokenizer = load_tokenizer(tokenizer, local_files_only=False)
+        self._teacher_tokenizer = None if teacher_tokenizer is None else load_tokenizer(teacher_tokenizer, False)
+        self.teacher_bpe_vocab_size, self.cache_dir = None, Path(cache_dir)
         self.files = {"train": Path(train_file), "val": Path(val_file)}
         self.max_length, self.batch_size, self.seed, self.num_workers = max_length, batch_size, seed, num_workers
-        self.splits: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.splits: dict[str, list[Any]] = {}  # (ids, labels) per example; dicts with the teacher's side too
         self.stats: dict[str, int] = {}
 
     def encode(self, path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, int]]:
         """``(ids, labels)`` of every example of ``path``, truncated to ``max_length``; and what was done (the
         counts of examples, conversations and truncated examples)."""
         encoder = ExampleEncoder(self.tokenizer)
+        from lightning_kd.data.cross_chat import encode_pair  # it builds on this module
+
+        teacher = ExampleEncoder(self.teacher_tokenizer) if self.cross_tokenizer else None
         out, counts = [], {"examples": 0, "chats": 0, "truncated": 0}
         for example in read_examples(path):
             where = f"{path}, line {example.line}"
             ids, labels = encoder.chat(example, where) if example.messages else encoder.prompt_response(example)
+            pair = None if teacher is None else encode_pair(encoder, teacher, example, where, self.max_length)
             counts["examples"] += 1
             counts["chats"] += example.messages is not None
             counts["truncated"] += len(ids) > self.max_length
@@ -252,7 +263,10 @@ class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDa
                     "prompt."
                 )
             ids, labels = ids[: self.max_length], labels[: self.max_length]
-            out.append((np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)))
+            out.append(pair or (np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)))
+        if teacher is not None:
+            taught = sum(int((e["labels"][1:] != IGNORE_INDEX).sum()) for e in out)
+            counts["aligned"] = sum(e["align"].shape[1] for e in out) / max(1, taught)
         return out, counts
 
     def setup(self, stage: str | None = None) -> None:
@@ -264,13 +278,18 @@ class PromptResponseDataModule(ResumableData, TokenizerProperties, L.LightningDa
     def _loader(self, split: str, train: bool) -> DataLoader:
         self.setup()
         collate = partial(pad_examples, pad_token_id=self.pad_token_id)
+        if self.cross_tokenizer:
+            from lightning_kd.data.cross_chat import pad_pairs
+
+            collate = partial(pad_pairs, pad_token_id=self.pad_token_id, teacher_pad_id=self.teacher_pad_token_id)
         sampler = self.training_sampler(ReplayShuffleSampler(self.splits[split], self.seed)) if train else None
         return seeded_loader(self.splits[split], self.batch_size, sampler, self.num_workers, collate)
 
     def resume_key(self) -> dict[str, Any]:
         self.setup()
         digest = hashlib.sha256()
-        for ids, labels in self.splits["train"]:
+        for example in self.splits["train"]:
+            ids, labels = (example["ids"], example["labels"]) if isinstance(example, dict) else example
             digest.update(ids.tobytes() + b"|" + labels.tobytes() + b";")
         return {"data": f"{len(self.splits['train'])}:{digest.hexdigest()}", "seed": self.seed}
 

@@ -96,8 +96,9 @@ class CrossTokenizerDistillation(CausalLMDistillation):
         name = type(dm).__name__ if dm is not None else "the data"
         if dm is None or not getattr(dm, "cross_tokenizer", False):
             raise ValueError(
-                f"{type(self).__name__} needs batches tokenized for both models: use PackedTextDataModule with "
-                "teacher_tokenizer=<the teacher's tokenizer> (or teacher_bpe_vocab_size for the library's BPE)."
+                f"{type(self).__name__} needs batches tokenized for both models: use PackedTextDataModule or "
+                "PromptResponseDataModule with teacher_tokenizer=<the teacher's tokenizer> (or, for packed text, "
+                "teacher_bpe_vocab_size for the library's BPE)."
             )
         fp, size, _ = self.data_vocab()
         self.loss_vocab_size = resolve_vocab_size(self.head_widths(student=self.student), size, None, name)
@@ -131,7 +132,7 @@ class CrossTokenizerDistillation(CausalLMDistillation):
                 f"start a token at the same byte); the KD term sees little of the text. Check the two tokenizers."
             )
         if self.loss == "span_kl":
-            mapped = dm.mapped_share(dm.splits["train"])
+            mapped = dm.mapped_share()
             if mapped < MIN_SHARED:
                 rank_zero_warn(
                     f"only {mapped:.1%} of the teacher's tokens in the training text have a student token with the "
@@ -148,7 +149,9 @@ class CrossTokenizerDistillation(CausalLMDistillation):
                 "PackedTextDataModule with teacher_tokenizer."
             )
         student = self.token_loss.student_rows(self.student, batch.inputs)
-        t_inputs = {"input_ids": extra["teacher_input_ids"], "attention_mask": extra["teacher_attention_mask"]}
+        # right-padded rows: causal attention never lets a real token see the padding after it, and every aligned
+        # position is a real token, so the mask is left out (transformers would read it from the device each step)
+        t_inputs = {"input_ids": extra["teacher_input_ids"]}
         teacher = self.token_loss.teacher_output(self.teacher, t_inputs, None)
         host = self.host_copy(extra["align"])
         align = (extra["align"] if host is None else host).cpu()

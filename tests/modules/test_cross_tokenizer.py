@@ -136,3 +136,24 @@ def test_bits_per_byte_on_a_crafted_batch(tmp_path):
     # four predictions (tokens 2..5) of 2 + 3 + 4 + 5 = 14 bytes: 4 · log2(V) bits over 14 bytes
     assert out["val/bpb"] == pytest.approx(4 * math.log2(V) / 14, rel=1e-5)
     assert out["val/loss"] == pytest.approx(math.log(V), rel=1e-5)
+
+
+def test_chat_records_distil_across_chat_templates_and_vocabularies(root, tmp_path):
+    from lightning_kd.data.prompt_response import PromptResponseDataModule
+    from tests.data.test_cross_chat import CHATS, PAIRS, _jsonl
+
+    teacher_tok = family_tokenizer("llama3", root / "corpus", 350)  # Llama 3 headers, <|begin_of_text|>
+    teacher_dir = model_folder(root, "olmo2", 3, width=48, layers=2, tok=teacher_tok)
+    student_dir = model_folder(root, "qwen2", 4, tok=family_tokenizer("qwen", root / "corpus", 300))  # ChatML
+    data = _jsonl(tmp_path / "chat.jsonl", (CHATS + PAIRS) * 2)
+    dm = PromptResponseDataModule(data, data, tokenizer=str(student_dir), teacher_tokenizer=str(teacher_dir),
+                                  batch_size=2, max_length=96, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    teacher, student = pretrained_lm(str(teacher_dir)), pretrained_lm(str(student_dir))
+    module = CrossTokenizerDistillation(teacher, student, alpha=0.5, chunk_size=None)
+    terms, log_step = [], module.log_step
+    module.log_step = lambda loss, named=None, **kw: (terms.append(named), log_step(loss, named, **kw))[1]
+    tr = trainer(tmp_path, max_steps=2)
+    tr.fit(module, datamodule=dm)
+    assert all(float(t["kd"]) > 0 for t in terms) and len(terms) == 2
+    (scores,) = trainer(tmp_path).validate(module, datamodule=dm, verbose=False)
+    assert 0.0 < scores["val/bpb"] < 20.0

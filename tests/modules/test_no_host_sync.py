@@ -296,3 +296,17 @@ def test_an_offline_lm_store_is_read_with_the_host_indices(tail, monkeypatch, tm
         module = cls(CachedLMTeacher(str(tmp_path / "store"), tail=tail), tiny(2), chunk_size=None)
         _fit(module, _text(tmp_path, with_indices=True))
     assert spy.checked and not spy.reads, spy.reads
+
+
+@pytest.mark.parametrize("loss", ["span_kl", "uld"])
+def test_cross_tokenizer_kd_gathers_the_aligned_rows_with_host_indices(loss, monkeypatch, tmp_path):
+    from lightning_kd.data.text import PackedTextDataModule
+    from lightning_kd.modules.cross_tokenizer import CrossTokenizerDistillation
+
+    data = PackedTextDataModule(
+        text_dir=str(write_corpus(tmp_path / "corpus")), pattern="*.py", vocab_size=V - 20, teacher_bpe_vocab_size=V,
+        val_fraction=0.3, cache_dir=str(tmp_path / "cache"), seq_len=16, batch_size=4,
+    )  # fmt: skip
+    with spying(monkeypatch, CrossTokenizerDistillation) as (cls, spy):
+        _fit(cls(tiny(1), tiny(2, vocab=V - 20), loss=loss, chunk_size=8), data)
+    assert spy.checked and not spy.reads, spy.reads
