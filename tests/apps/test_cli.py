@@ -131,6 +131,8 @@ def _own_models(init: dict, tmp_path: Path) -> list[str]:
     student_args = init["student"]["init_args"]
     where = "student.init_args.model" if "model" in student_args else "student"  # a LoRA wrapper holds the model
     args += [f"--model.init_args.{where}.init_args.path={student}", f"--data.init_args.tokenizer={student}"]
+    if init.get("loss") in ("span_kl", "uld"):  # cross-tokenizer: the teacher's own tokenizer for its side
+        args.append(f"--data.init_args.teacher_tokenizer={teacher}")
     args += [
         f"--data.init_args.train_file={data}",
         f"--data.init_args.val_file={data}",
