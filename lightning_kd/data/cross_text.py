@@ -165,12 +165,13 @@ class TeacherTokenization:
         tok = self.teacher_tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-    def vocab_map(self) -> np.ndarray:
-        """``(V_teacher,)``: the student id of each teacher token that stands for the same bytes, else ``-1``
-        (:func:`~lightning_kd.data.token_bytes.cached_vocab_map`, saved under ``cache_dir``)."""
+    def vocab_map(self, kind: str = "shared") -> np.ndarray:
+        """``(V_teacher,)``: the student id of each teacher token that stands for the same bytes (``first_piece``:
+        or for the start of its bytes), else ``-1`` (:func:`~lightning_kd.data.token_bytes.cached_vocab_map`,
+        saved under ``cache_dir``)."""
         from lightning_kd.data.token_bytes import cached_vocab_map
 
-        return cached_vocab_map(self.tokenizer, self.teacher_tokenizer, self.cache_dir)  # type: ignore[attr-defined]
+        return cached_vocab_map(self.tokenizer, self.teacher_tokenizer, self.cache_dir, kind)  # type: ignore[attr-defined]
 
     def aligned_split(self, corpus: TextCorpus, rows: np.ndarray, seq_len: int, with_indices: bool) -> AlignedSequences:
         student = spans_of(self.tokenizer, corpus, self.cache_dir)  # type: ignore[attr-defined]

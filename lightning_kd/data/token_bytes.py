@@ -141,14 +141,45 @@ def shared_vocab_map(student: Any, teacher: Any) -> np.ndarray:
     return out
 
 
-def cached_vocab_map(student: Any, teacher: Any, cache_dir: str | os.PathLike | None) -> np.ndarray:
-    """:func:`shared_vocab_map`, saved once under ``cache_dir`` as ``vocab-map-<student fp>-<teacher fp>.npy``
-    (both vocabulary fingerprints in the name, so another pair never reads it); ``None``: not saved."""
+def first_piece_map(student: Any, teacher: Any) -> np.ndarray:
+    """:func:`shared_vocab_map`, and each teacher token the student lacks mapped to the student's longest token
+    that its bytes start with — the student's first piece of the same text (``Ġreturn`` → ``Ġret`` when the
+    student's vocabulary stops there). Many-to-one: a student column then receives the mass of every teacher token
+    whose text starts with it. Teacher tokens standing for no text stay unmapped unless they map by name or role."""
+    out = shared_vocab_map(student, teacher)
+    by_bytes: dict[bytes, int] = {}
+    for index, raw in enumerate(token_byte_strings(student)):
+        if raw is not None and raw not in by_bytes:
+            by_bytes[raw] = index
+    longest = max((len(b) for b in by_bytes), default=0)
+    for index, raw in enumerate(token_byte_strings(teacher)):
+        if raw is None or out[index] >= 0:
+            continue
+        for size in range(min(len(raw), longest), 0, -1):
+            target = by_bytes.get(raw[:size])
+            if target is not None:
+                out[index] = target
+                break
+    return out
+
+
+MAPS = {"shared": shared_vocab_map, "first_piece": first_piece_map}
+
+
+def cached_vocab_map(
+    student: Any, teacher: Any, cache_dir: str | os.PathLike | None, kind: str = "shared"
+) -> np.ndarray:
+    """:func:`shared_vocab_map` (``kind="shared"``) or :func:`first_piece_map` (``"first_piece"``), saved once under
+    ``cache_dir`` as ``vocab-map-[<kind>-]<student fp>-<teacher fp>.npy`` (both vocabulary fingerprints in the name,
+    so another pair never reads it); ``None``: not saved."""
     from lightning_kd.data.tokenizer import vocab_fingerprint
 
+    if kind not in MAPS:
+        raise ValueError(f"vocabulary map kind must be one of {', '.join(MAPS)}, got {kind!r}.")
     if cache_dir is None:
-        return shared_vocab_map(student, teacher)
-    path = Path(cache_dir) / f"vocab-map-{vocab_fingerprint(student)[:16]}-{vocab_fingerprint(teacher)[:16]}.npy"
+        return MAPS[kind](student, teacher)
+    tag = "" if kind == "shared" else f"{kind}-"
+    path = Path(cache_dir) / f"vocab-map-{tag}{vocab_fingerprint(student)[:16]}-{vocab_fingerprint(teacher)[:16]}.npy"
     if path.is_file():
         found = np.load(path)
         if found.shape == (len(teacher),) and found.max(initial=-1) < len(student):
@@ -157,7 +188,7 @@ def cached_vocab_map(student: Any, teacher: Any, cache_dir: str | os.PathLike | 
             f"{path} does not hold a vocabulary map for these tokenizers (shape {found.shape}, expected "
             f"({len(teacher)},)): it was written by something else. It is not overwritten: move it away."
         )
-    out = shared_vocab_map(student, teacher)
+    out = MAPS[kind](student, teacher)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
     np.save(tmp, out)

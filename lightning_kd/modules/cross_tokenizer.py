@@ -14,7 +14,7 @@ from lightning_kd.core.lm import StudentRows
 from lightning_kd.core.teacher import TeacherOutput
 from lightning_kd.losses.divergence import Divergence
 from lightning_kd.losses.token import chunked_cross_entropy
-from lightning_kd.losses.token.cross import CrossLoss, cross_tokenizer_div_sum
+from lightning_kd.losses.token.cross import CrossLoss, TokenMap, cross_tokenizer_div_sum, shared_ids
 from lightning_kd.modules.causal_lm import CausalLMDistillation
 from lightning_kd.modules.language import IGNORE_INDEX, next_token_labels
 from lightning_kd.modules.vocabulary import check_same_vocab, model_vocab, resolve_vocab_size
@@ -55,6 +55,10 @@ class CrossTokenizerDistillation(CausalLMDistillation):
 
     Args:
         loss: ``span_kl`` or ``uld``.
+        teacher_map: for ``span_kl``, what becomes of a teacher token the student's vocabulary lacks: ``shared``
+            puts its mass in the "other" bucket; ``first_piece`` gives it to the student's longest token its text
+            starts with (``Ġreturn`` → ``Ġret``: the student's first piece of the same text), so the student learns
+            how likely the teacher finds each continuation even where it spells it in more tokens.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class CrossTokenizerDistillation(CausalLMDistillation):
         teacher_ckpt: str | None = None,
         teacher_vocab: str | None = None,
         loss: CrossLoss = "span_kl",
+        teacher_map: Literal["shared", "first_piece"] = "shared",
         divergence: Divergence | str = "forward_kl",
         alpha: float = 0.5,
         temperature: float = 1.0,
@@ -74,6 +79,8 @@ class CrossTokenizerDistillation(CausalLMDistillation):
     ) -> None:
         if loss not in ("uld", "span_kl"):
             raise ValueError(f"loss must be 'span_kl' (shared tokens + other bucket) or 'uld', got {loss!r}.")
+        if teacher_map not in ("shared", "first_piece"):
+            raise ValueError(f"teacher_map must be 'shared' or 'first_piece', got {teacher_map!r}.")
         super().__init__(
             teacher, student, teacher_ckpt=teacher_ckpt, teacher_vocab=teacher_vocab, divergence=divergence,
             alpha=alpha, temperature=temperature, chunk_size=chunk_size, optimizer=optimizer,
@@ -84,8 +91,8 @@ class CrossTokenizerDistillation(CausalLMDistillation):
                 f"cross-tokenizer distillation needs a live teacher model; a {type(self.teacher).__name__} holds "
                 "the teacher's outputs on its own tokens only. Give the teacher model (and teacher_ckpt)."
             )
-        self.loss = loss
-        self._shared: tuple[Tensor, Tensor] | None = None
+        self.loss, self.teacher_map = loss, teacher_map
+        self._shared: TokenMap | None = None
         self._teacher_size: int | None = None
 
     def setup(self, stage: str) -> None:
@@ -115,11 +122,10 @@ class CrossTokenizerDistillation(CausalLMDistillation):
                 f"{type(self).__name__} cannot check that the teacher was trained with the data's teacher_tokenizer: "
                 "nothing records the teacher's vocabulary. Pass teacher_vocab: <its tokenizer.json> to check it."
             )
-        vocab_map = torch.as_tensor(dm.vocab_map())
+        vocab_map = torch.as_tensor(dm.vocab_map(self.teacher_map))
         if t_size is not None and len(vocab_map) != t_size:
             raise ValueError(f"the vocabulary map has {len(vocab_map)} entries for a teacher tokenizer of {t_size}.")
-        teacher_ids = (vocab_map >= 0).nonzero().squeeze(1)
-        self._shared = (teacher_ids.to(self.device), vocab_map[teacher_ids].to(self.device))
+        self._shared = shared_ids(vocab_map)  # once per run: it reads the map; moved where the rows are (_div_sum)
         if stage == "fit":
             dm.setup("fit")
             self._warn_if_little_shared(dm)
@@ -178,6 +184,10 @@ class CrossTokenizerDistillation(CausalLMDistillation):
             t_rows = t_rows[:, : self._teacher_size]
         elif t_head is not None and self._teacher_size is not None:
             t_head = (t_head[0][: self._teacher_size], None if t_head[1] is None else t_head[1][: self._teacher_size])
+        if self._shared is not None and self._shared.columns.device != s_rows.device:  # once, after the move
+            self._shared = self._shared._replace(
+                **{k: getattr(self._shared, k).to(s_rows.device) for k in ("teacher_ids", "columns", "into")}
+            )
         return cross_tokenizer_div_sum(
             s_rows, t_rows, loss=self.loss, student_head=s_head, teacher_head=t_head, shared=self._shared,
             divergence=self.divergence, temperature=self._temperature, chunk_size=self.chunk_size,

@@ -176,3 +176,19 @@ def test_identical_tokenizers_give_the_identity_alignment(tmp_path, corpus_dir):
 def test_teacher_tokenizer_and_its_bpe_size_are_exclusive(tmp_path, corpus_dir):
     with pytest.raises(ValueError, match="not both"):
         PackedTextDataModule(text_dir=str(corpus_dir), teacher_tokenizer="x", teacher_bpe_vocab_size=300)
+
+
+def test_first_piece_map_gives_each_unshared_teacher_token_to_the_longest_student_token_it_starts_with(tmp_path):
+    from lightning_kd.data.token_bytes import first_piece_map
+
+    student, teacher = family_tokenizer("qwen", tmp_path / "c", 280), family_tokenizer("qwen", tmp_path / "c", 420)
+    exact, first = shared_vocab_map(student, teacher), first_piece_map(student, teacher)
+    s_bytes, t_bytes = token_byte_strings(student), token_byte_strings(teacher)
+    assert ((exact >= 0) <= (first >= 0)).all() and (first[exact >= 0] == exact[exact >= 0]).all()
+    added = np.flatnonzero((first >= 0) & (exact < 0))
+    assert len(added) > 50  # the larger vocabulary's longer merges
+    for t_id in added:
+        piece, text = s_bytes[first[t_id]], t_bytes[t_id]
+        assert text.startswith(piece) and len(piece) < len(text)
+        longer = [b for b in s_bytes if b is not None and len(b) > len(piece) and text.startswith(b)]
+        assert not longer  # the longest student token that the teacher token's text starts with

@@ -157,3 +157,14 @@ def test_chat_records_distil_across_chat_templates_and_vocabularies(root, tmp_pa
     assert all(float(t["kd"]) > 0 for t in terms) and len(terms) == 2
     (scores,) = trainer(tmp_path).validate(module, datamodule=dm, verbose=False)
     assert 0.0 < scores["val/bpb"] < 20.0
+
+
+def test_first_piece_map_trains_and_bad_map_kind_is_refused(root, folders, tmp_path):
+    teacher_dir, student_dir = folders
+    module = CrossTokenizerDistillation(pretrained_lm(str(teacher_dir)), pretrained_lm(str(student_dir)),
+                                        teacher_map="first_piece", chunk_size=8)  # fmt: skip
+    trainer(tmp_path, max_steps=2).fit(module, datamodule=_data(root, tmp_path, str(student_dir), str(teacher_dir)))
+    assert not module._shared.one_to_one  # several teacher tokens give their mass to one student token
+    assert list((tmp_path / "cache").glob("vocab-map-first_piece-*.npy"))
+    with pytest.raises(ValueError, match="teacher_map must be 'shared' or 'first_piece', got 'nearest'"):
+        CrossTokenizerDistillation(tiny(1), tiny(2), teacher_map="nearest")

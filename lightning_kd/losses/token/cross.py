@@ -21,7 +21,7 @@ activation checkpointing (exact gradients, one ``(chunk, V)`` block per side at 
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,33 +58,52 @@ def _tail(log_p: Tensor, kept: Tensor) -> Tensor:
     return torch.log((-torch.expm1(mass)).clamp_min(1e-12))
 
 
+class TokenMap(NamedTuple):
+    """A teacher → student vocabulary map in the form the loss uses: the mapped ``teacher_ids`` ``(M,)``, the
+    student ``columns`` ``(K,)`` that receive mass, and for each mapped teacher id the index of its column
+    (``into``, ``(M,)``); ``one_to_one`` when no column receives two teacher tokens."""
+
+    teacher_ids: Tensor
+    columns: Tensor
+    into: Tensor
+    one_to_one: bool
+
+
+def shared_ids(vocab_map: Tensor) -> TokenMap:
+    """The :class:`TokenMap` of a ``(V_t,)`` map (``-1``: unmapped); computed once per run (it reads the map)."""
+    teacher_ids = (vocab_map >= 0).nonzero().squeeze(1)
+    columns, into = torch.unique(vocab_map[teacher_ids], return_inverse=True)
+    if len(columns) == len(teacher_ids):  # one-to-one: the teacher ids put in column order once, here
+        order = torch.argsort(into)
+        return TokenMap(teacher_ids[order], columns, into[order], True)
+    return TokenMap(teacher_ids, columns, into, False)
+
+
 def mapped_logprobs(
-    student_logits: Tensor, teacher_logits: Tensor, teacher_ids: Tensor, student_ids: Tensor, temperature: float = 1.0
+    student_logits: Tensor, teacher_logits: Tensor, token_map: TokenMap, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """Student and teacher log-probabilities over the shared tokens plus one "other" bucket.
+    """Student and teacher log-probabilities over the student columns the map reaches plus one "other" bucket.
 
     Args:
         student_logits: ``(P, V_s)``.
         teacher_logits: ``(P, V_t)``.
-        teacher_ids, student_ids: ``(M,)`` the shared tokens: ``teacher_ids[m]`` and ``student_ids[m]`` stand
-            for the same text (one-to-one).
+        token_map: :func:`shared_ids` of the vocabulary map; a column reached by several teacher tokens gets the
+            sum of their probabilities.
         temperature: ``T``; both softened by it.
 
     Returns:
-        ``(P, M + 1)`` fp32 each (``(P, M)`` when both vocabularies are wholly shared: no bucket).
+        ``(P, K + 1)`` fp32 each (``(P, K)`` when both vocabularies are wholly covered: no bucket).
     """
     log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    kept_s, kept_t = log_s.index_select(-1, student_ids), log_t.index_select(-1, teacher_ids)
-    if len(student_ids) == log_s.shape[-1] and len(teacher_ids) == log_t.shape[-1]:
+    kept_s = log_s.index_select(-1, token_map.columns)
+    kept_t = log_t.index_select(-1, token_map.teacher_ids)
+    if not token_map.one_to_one:  # summed in probability space, never by averaging log-probabilities
+        mass = kept_t.new_zeros(kept_t.shape[0], len(token_map.columns)).index_add_(1, token_map.into, kept_t.exp())
+        kept_t = mass.clamp_min(1e-30).log()
+    if len(token_map.columns) == log_s.shape[-1] and len(token_map.teacher_ids) == log_t.shape[-1]:
         return kept_s, kept_t
     return torch.cat([kept_s, _tail(log_s, kept_s)], -1), torch.cat([kept_t, _tail(log_t, kept_t)], -1)
-
-
-def shared_ids(vocab_map: Tensor) -> tuple[Tensor, Tensor]:
-    """``(teacher_ids, student_ids)`` of the mapped tokens of a ``(V_t,)`` map (``-1``: unmapped)."""
-    teacher_ids = (vocab_map >= 0).nonzero().squeeze(1)
-    return teacher_ids, vocab_map[teacher_ids]
 
 
 def _pair_values(
@@ -96,7 +115,7 @@ def _pair_values(
     loss: CrossLoss,
     divergence: Divergence,
     temperature: float,
-    ids: tuple[Tensor, Tensor] | None,
+    ids: TokenMap | None,
     scale_by_t2: bool,
 ) -> Tensor:
     s = s_rows if s_head is None else F.linear(s_rows, *s_head)
@@ -104,7 +123,7 @@ def _pair_values(
         t = t_rows if t_head is None else F.linear(t_rows, *t_head)
     if loss == "uld":
         return uld_rows(s, t, temperature).sum()
-    log_s, log_t = mapped_logprobs(s, t, *ids, temperature=temperature)
+    log_s, log_t = mapped_logprobs(s, t, ids, temperature=temperature)
     values = divergence.of_log_probs(log_s, log_t)
     return (values * temperature**2 if scale_by_t2 and temperature != 1.0 else values).sum()
 
@@ -117,7 +136,7 @@ def cross_tokenizer_div_sum(
     student_head: Head | None = None,
     teacher_head: Head | None = None,
     vocab_map: Tensor | None = None,
-    shared: tuple[Tensor, Tensor] | None = None,
+    shared: TokenMap | None = None,
     divergence: Divergence | str = "forward_kl",
     temperature: float = 1.0,
     chunk_size: int | None = 256,

@@ -41,7 +41,7 @@ def test_mapped_logprobs_by_hand():
     # student vocabulary a b c; teacher vocabulary a c d e (d, e unknown to the student; b unknown to the teacher)
     p_s, p_t = torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[0.4, 0.1, 0.3, 0.2]])
     vocab_map = torch.tensor([0, 2, -1, -1])
-    log_s, log_t = mapped_logprobs(p_s.log(), p_t.log(), *shared_ids(vocab_map))
+    log_s, log_t = mapped_logprobs(p_s.log(), p_t.log(), shared_ids(vocab_map))
     assert log_s.exp().tolist()[0] == pytest.approx([0.5, 0.2, 0.3], abs=1e-6)  # a, c, other (= b)
     assert log_t.exp().tolist()[0] == pytest.approx([0.4, 0.1, 0.5], abs=1e-6)  # a, c, other (= d + e)
     kl = 0.4 * math.log(0.4 / 0.5) + 0.1 * math.log(0.1 / 0.2) + 0.5 * math.log(0.5 / 0.3)
@@ -93,3 +93,22 @@ def test_errors_name_the_fix():
         cross_tokenizer_div_sum(torch.randn(2, 3), torch.randn(3, 3), loss="uld")
     with pytest.raises(ValueError, match="needs the vocab_map"):
         cross_tokenizer_div_sum(torch.randn(2, 3), torch.randn(2, 3))
+
+
+def test_a_many_to_one_map_sums_the_teachers_probabilities_in_probability_space():
+    # student a b c; teacher a ab abc d: "ab" and "abc" start with the student's "ab"? no: with "a"; d unmapped
+    p_s, p_t = torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    vocab_map = torch.tensor([0, 0, 0, -1])  # all three teacher tokens whose text starts with "a" -> student "a"
+    log_s, log_t = mapped_logprobs(p_s.log(), p_t.log(), shared_ids(vocab_map))
+    assert log_t.exp().tolist()[0] == pytest.approx([0.6, 0.4], abs=1e-6)  # a, other (= d)
+    assert log_s.exp().tolist()[0] == pytest.approx([0.5, 0.5], abs=1e-6)  # a, other (= b + c)
+    got = cross_tokenizer_div_sum(p_s.log(), p_t.log(), vocab_map=vocab_map, chunk_size=None)
+    assert got.item() == pytest.approx(0.6 * math.log(0.6 / 0.5) + 0.4 * math.log(0.4 / 0.5), abs=1e-6)
+
+
+def test_a_permuted_one_to_one_map_compares_the_right_columns():
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    perm = torch.tensor([3, 0, 4, 1, 2])  # teacher id k is student id perm[k]
+    want = Divergence().rows(s, t[:, torch.argsort(perm)], 1.0).sum()
+    got = cross_tokenizer_div_sum(s, t, vocab_map=perm, chunk_size=None)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
