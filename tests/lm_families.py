@@ -157,3 +157,30 @@ def metaspace_tokenizer(corpus_folder: Path, vocab_size: int = 300, lowercase: b
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", raw.token_to_id("<s>"))]
     )
     return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def llama2_tokenizer(corpus_folder: Path, vocab_size: int = 400) -> Any:
+    """A tokenizer in the layout Llama 2 and Mistral ship: ``<unk> <s> </s>``, then the 256 byte-fallback tokens
+    ``<0x00>``…``<0xFF>`` (ids 3–258), then the merged pieces; spaces written ``▁`` by a ``Prepend``/``Replace``
+    normalizer (no pre-tokenizer), decoded by ``Replace``/``ByteFallback``/``Fuse``/``Strip``; ``<s>`` in front.
+    The merges are :func:`metaspace_tokenizer`'s."""
+    import json
+
+    from tokenizers import decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(metaspace_tokenizer(corpus_folder, vocab_size).backend_tokenizer.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for token, _ in sorted(spec["vocab"].items(), key=lambda item: item[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["merges"]]
+    raw = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    raw.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    raw.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    raw.add_special_tokens(["<unk>", "<s>", "</s>"])
+    raw.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")

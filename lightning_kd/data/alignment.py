@@ -27,12 +27,15 @@ import numpy as np
 
 class TokenSpans(NamedTuple):
     """A token stream placed on the bytes of its text: ``ids``, ``starts`` and ``ends`` (byte offsets), ``(T,)``
-    int64 each, and how many documents needed the tokenizer's offsets instead of their tokens' bytes."""
+    int64 each; how many documents needed the tokenizer's offsets instead of their tokens' bytes; and
+    ``unaligned`` ``(T,)`` bool (or ``None``): tokens that stand for more than their span and must not be aligned
+    (a SentencePiece token carrying the dummy prefix space, ``▁def`` for a text that starts ``def``)."""
 
     ids: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
     offset_fallbacks: int = 0
+    unaligned: np.ndarray | None = None
 
 
 def _char_to_byte(text: str) -> np.ndarray:
@@ -48,9 +51,9 @@ def _literal(tokenizer: Any, index: int) -> bytes:
 
 def _document_widths(
     tokenizer: Any, text: str, ids: list[int], strings: list[bytes | None], prefix: int, closed: bool
-) -> tuple[np.ndarray, bool]:
-    """Bytes of text each of a document's tokens covers (prefix specials 0, the closing EOS 1); ``True`` when the
-    tokenizer's offsets had to be used."""
+) -> tuple[np.ndarray, bool, bool]:
+    """Bytes of text each of a document's tokens covers (prefix specials 0, the closing EOS 1); whether the
+    tokenizer's offsets had to be used; whether the first text token carries a dummy prefix space."""
     body = slice(prefix, len(ids) - 1 if closed else len(ids))
     pieces = [strings[i] if 0 <= i < len(strings) else None for i in ids[body]]
     widths = np.zeros(len(ids), dtype=np.int64)
@@ -59,15 +62,15 @@ def _document_widths(
         widths[-1] = 1
     raw, spelt = text.encode("utf-8"), b"".join(p for p in pieces if p is not None)
     if spelt == raw:  # the tokens spell the text byte for byte (an <unk> or a normalised byte would not)
-        return widths, False
+        return widths, False, False
     if spelt == b" " + raw and widths[prefix] > 0:
         widths[prefix] -= 1  # SentencePiece's dummy prefix: "▁Hello" for "Hello" at a text's start
-        return widths, False
+        return widths, False, True
     if any(p is None for p in pieces):  # a chat template's markers (<|im_start|>) are written in the text
         literal = [p if p is not None else _literal(tokenizer, i) for p, i in zip(pieces, ids[body])]
         if b"".join(literal) == raw:
             widths[body] = [len(p) for p in literal]
-            return widths, False
+            return widths, False, False
     size = len(raw)
     # the tokens do not spell the text (normalisation): the tokenizer's character offsets, made contiguous
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -80,7 +83,7 @@ def _document_widths(
     ends = np.maximum.accumulate(np.asarray([char_bytes[e] for _, e in enc["offset_mapping"]] or [0], dtype=np.int64))
     ends[-1] = size if len(ends) else 0
     widths[body] = np.diff(np.concatenate([[0], ends]))[: len(ids[body])]
-    return widths, True
+    return widths, True, False
 
 
 def token_spans(
@@ -104,23 +107,34 @@ def token_spans(
 
     strings = token_byte_strings(tokenizer)
     eos = tokenizer.eos_token_id
-    widths, fallbacks = [], 0
+    widths, fallbacks, unaligned, at = [], 0, [], 0
     for text, ids in zip(texts, encoded):
         end = bool(ids) and ids[-1] == eos if closed is None else closed
-        w, fell_back = _document_widths(tokenizer, text, ids, strings, prefix, closed=end)
+        w, fell_back, dummy = _document_widths(tokenizer, text, ids, strings, prefix, closed=end)
         widths.append(w)
         fallbacks += fell_back
+        if dummy:
+            unaligned.append(at + prefix)
+        at += len(ids)
     ids = np.concatenate([np.asarray(i, dtype=np.int64) for i in encoded]) if encoded else np.zeros(0, np.int64)
     width = np.concatenate(widths) if widths else np.zeros(0, np.int64)
     ends = np.cumsum(width)
-    return TokenSpans(ids, ends - width, ends, fallbacks)
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[np.asarray(unaligned, dtype=np.int64)] = True
+    return TokenSpans(ids, ends - width, ends, fallbacks, mask)
+
+
+def _alignable(spans: TokenSpans) -> np.ndarray:
+    ok = spans.ends > spans.starts
+    return ok if spans.unaligned is None else ok & ~spans.unaligned
 
 
 def aligned_pairs(student: TokenSpans, teacher: TokenSpans) -> tuple[np.ndarray, np.ndarray]:
     """``(i, j)``: the tokens (indices into each stream) that start at the same byte, both covering text.
 
     Student position ``i − 1`` and teacher position ``j − 1`` then predict the same next piece of text from the
-    same text before it. Tokens that take no bytes (BOS, other specials) never align.
+    same text before it. Tokens that take no bytes (BOS, other specials) never align, nor do those marked
+    ``unaligned``.
 
     Example:
         >>> s = TokenSpans(np.arange(3), np.array([0, 2, 3]), np.array([2, 3, 5]))  # "ab" "c" "de"
@@ -128,8 +142,8 @@ def aligned_pairs(student: TokenSpans, teacher: TokenSpans) -> tuple[np.ndarray,
         >>> aligned_pairs(s, t)
         (array([0, 2]), array([0, 1]))
     """
-    s_real = np.flatnonzero(student.ends > student.starts)
-    t_real = np.flatnonzero(teacher.ends > teacher.starts)
+    s_real = np.flatnonzero(_alignable(student))
+    t_real = np.flatnonzero(_alignable(teacher))
     _, si, ti = np.intersect1d(student.starts[s_real], teacher.starts[t_real], assume_unique=True, return_indices=True)
     return s_real[si], t_real[ti]
 

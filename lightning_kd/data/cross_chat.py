@@ -26,20 +26,23 @@ def _byte_offsets(text: str) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(c.encode("utf-8")) for c in text], dtype=np.int64)]).astype(np.int64)
 
 
-def _assistant_spans(rendered: str, messages: list[dict[str, str]], where: str) -> list[tuple[int, int]]:
-    """Byte spans of each assistant turn's content in ``rendered`` (stripped: templates may trim), in order."""
-    to_byte, pos, out = _byte_offsets(rendered), 0, []
-    for m in messages:
+def _assistant_spans(encoder: ExampleEncoder, rendered: str, messages: list, where: str) -> list[tuple[int, int]]:
+    """Byte spans of each assistant turn's content in ``rendered`` (stripped: templates may trim), in order; each
+    searched only inside its own turn (what the template adds between the conversation before it with a
+    generation prompt and the conversation through it), never in a marker (a reply "a" is in "<|im_start|>")."""
+    to_byte, out = _byte_offsets(rendered), []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        lo, hi = len(encoder._render(messages[:i], True)), len(encoder._render(messages[: i + 1], False))
         content = m["content"].strip()
-        at = rendered.find(content, pos)
+        at = rendered.find(content, lo, hi)
         if at < 0:
             raise ValueError(
                 f"{where}: the chat template does not write message content as given ({content[:40]!r}…), so the two "
                 "tokenizations cannot be aligned on it; write prompt/response records for cross-tokenizer KD."
             )
-        pos = at + len(content)
-        if m["role"] == "assistant":
-            out.append((int(to_byte[at]), int(to_byte[pos])))
+        out.append((int(to_byte[at]), int(to_byte[at + len(content)])))
     return out
 
 
@@ -52,7 +55,7 @@ def _side(encoder: ExampleEncoder, example: Example, where: str) -> tuple[list[i
         rendered = encoder._render(list(example.messages), False)
         spans = token_spans(tok, [rendered], [ids], prefix=0, closed=False)  # markers are in the text
         content, base = [], 0
-        for start, end in _assistant_spans(rendered, list(example.messages), where):
+        for start, end in _assistant_spans(encoder, rendered, list(example.messages), where):
             content.append((start, end, base))
             base += end - start + 1
         return ids, labels, spans, content
@@ -64,6 +67,7 @@ def _side(encoder: ExampleEncoder, example: Example, where: str) -> tuple[list[i
         np.asarray(ids, dtype=np.int64),
         np.concatenate([prompt.starts, response.starts + offset]),
         np.concatenate([prompt.ends, response.ends + offset]),
+        unaligned=np.concatenate([prompt.unaligned, response.unaligned]),
     )
     return ids, labels, spans, [(int(offset), int(offset) + len(example.response.encode()) + 1, 0)]
 
@@ -83,7 +87,18 @@ def _shared(spans: TokenSpans, content: list[tuple[int, int, int]]) -> TokenSpan
         inside = (spans.starts >= lo) & (spans.starts < hi)
         starts[inside] = base + spans.starts[inside] - lo
     ends = np.where(starts >= 0, starts + (spans.ends - spans.starts), starts)
-    return TokenSpans(spans.ids, starts, ends)
+    return TokenSpans(spans.ids, starts, ends, unaligned=spans.unaligned)
+
+
+def _content_bytes(spans: TokenSpans, content: list[tuple[int, int, int]], labels: np.ndarray) -> np.ndarray:
+    """Bytes of the assistant's text each token covers; a taught token outside it (an end-of-turn marker, whatever
+    its spelling in the template) counts 1, as end-of-text does in packed text, so bits per byte do not depend on
+    the chat template."""
+    out = np.zeros(len(spans.starts), dtype=np.int64)
+    for lo, hi, _ in content:
+        out += np.clip(np.minimum(spans.ends, hi) - np.maximum(spans.starts, lo), 0, None)
+    out[(out == 0) & (labels != IGNORE_INDEX)] = 1
+    return out
 
 
 def encode_pair(
@@ -103,7 +118,7 @@ def encode_pair(
         "ids": np.asarray(s_ids[:max_length], dtype=np.int64),
         "labels": labels[:max_length],
         "teacher_ids": np.asarray(t_ids[:max_length], dtype=np.int64),
-        "token_bytes": (s_spans.ends - s_spans.starts)[:max_length].astype(np.int64),
+        "token_bytes": _content_bytes(s_spans, s_content, labels)[:max_length],
         "align": np.stack([i[keep] - 1, j[keep] - 1]).astype(np.int64),
     }
 

@@ -37,10 +37,10 @@ def spans_of(tokenizer: Any, corpus: TextCorpus, cache_dir: Path) -> TokenSpans:
 
     prefix = special_prefix(tokenizer)
     key = hashlib.sha256(f"{corpus.sha256}|{vocab_fingerprint(tokenizer)}|{prefix}".encode()).hexdigest()[:24]
-    path = cache_dir / f"spans-v1-{key}.npz"  # v1: the layout of lightning_kd.data.alignment.token_spans
+    path = cache_dir / f"spans-v2-{key}.npz"  # v2: the layout of lightning_kd.data.alignment.token_spans
     if path.is_file():
         with np.load(path) as f:
-            return TokenSpans(f["ids"], f["starts"], f["ends"], int(f["fallbacks"]))
+            return TokenSpans(f["ids"], f["starts"], f["ends"], int(f["fallbacks"]), f["unaligned"])
     texts = corpus.texts()
     encoded: list[list[int]] = []
     for start in range(0, len(texts), 64):
@@ -48,7 +48,10 @@ def spans_of(tokenizer: Any, corpus: TextCorpus, cache_dir: Path) -> TokenSpans:
     spans = token_spans(tokenizer, texts, encoded, len(prefix))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, ids=spans.ids, starts=spans.starts, ends=spans.ends, fallbacks=spans.offset_fallbacks)
+    np.savez(
+        tmp, ids=spans.ids, starts=spans.starts, ends=spans.ends, fallbacks=spans.offset_fallbacks,
+        unaligned=spans.unaligned,
+    )  # fmt: skip
     os.replace(tmp, path)
     return spans
 
@@ -185,6 +188,17 @@ class TeacherTokenization:
             return np.concatenate([e["teacher_ids"] for e in split[:256]])
         lo, hi = split.align.t_start[split.rows[:256]], split.align.t_stop[split.rows[:256]]
         return np.concatenate([split.t_ids[a:b] for a, b in zip(lo, hi)]) if len(lo) else np.zeros(0, np.int64)
+
+    def teacher_longest(self) -> int:
+        """The most teacher tokens any sequence of any split gives the teacher (its context must hold them)."""
+        self.setup()  # type: ignore[attr-defined]
+        longest = 0
+        for split in self.splits.values():  # type: ignore[attr-defined]
+            if isinstance(split, list):
+                longest = max([longest, *(len(e["teacher_ids"]) for e in split)])
+            elif len(split.rows):
+                longest = max(longest, int((split.align.t_stop - split.align.t_start)[split.rows].max()))
+        return longest
 
     def mapped_share(self) -> float:
         """Share of the teacher's tokens in (a sample of) the training text whose id has a student counterpart."""

@@ -40,12 +40,15 @@ def _unicode_to_byte() -> dict[str, int]:
 
 
 def byte_scheme(tokenizer: Any) -> str:
-    """How the vocabulary writes text: ``byte_level`` (GPT-2-style), ``metaspace`` (``▁`` for a space, SentencePiece)
-    or ``plain`` (token strings are the text), read from the fast tokenizer's pre-tokenizer and decoder."""
+    """How the vocabulary writes text: ``byte_level`` (GPT-2-style), ``metaspace`` (``▁`` for a space, SentencePiece:
+    a ``Metaspace`` pre-tokenizer, or the ``Prepend``/``Replace`` normalizer and ``Replace`` decoder that Llama 2,
+    Mistral and Gemma ship) or ``plain`` (token strings are the text), read from the fast tokenizer's pre-tokenizer,
+    normalizer and decoder."""
     backend = getattr(tokenizer, "backend_tokenizer", None) or (tokenizer if hasattr(tokenizer, "to_str") else None)
     if backend is None:
         return "plain"
-    spec = json.dumps({k: json.loads(backend.to_str()).get(k) for k in ("pre_tokenizer", "decoder", "normalizer")})
+    parts = json.loads(backend.to_str())
+    spec = json.dumps({k: parts.get(k) for k in ("pre_tokenizer", "decoder", "normalizer")}, ensure_ascii=False)
     if '"ByteLevel"' in spec:
         return "byte_level"
     if '"Metaspace"' in spec or "\u2581" in spec:
@@ -53,8 +56,13 @@ def byte_scheme(tokenizer: Any) -> str:
     return "plain"
 
 
+def _is_byte_fallback(token: str) -> bool:
+    """``<0x0A>``: a SentencePiece byte-fallback token."""
+    return len(token) == 6 and token.startswith("<0x") and token.endswith(">")
+
+
 def _metaspace_bytes(token: str) -> bytes:
-    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+    if _is_byte_fallback(token):
         try:
             return bytes([int(token[3:5], 16)])
         except ValueError:
@@ -103,6 +111,23 @@ def byte_lengths(tokenizer: Any) -> np.ndarray:
     return np.asarray([0 if b is None else len(b) for b in token_byte_strings(tokenizer)], dtype=np.int64)
 
 
+def _ordinary_first(tokenizer: Any) -> list[int]:
+    """Ids with ordinary tokens before byte-fallback ones (``,`` before ``<0x2C>``: Llama 2 and Mistral put the 256
+    byte tokens at ids 3–258), so where two tokens stand for the same bytes the ordinary one is used."""
+    fallback = {i for t, i in tokenizer.get_vocab().items() if _is_byte_fallback(t)}
+    return sorted(range(len(tokenizer)), key=lambda i: (i in fallback, i))
+
+
+def _by_bytes(tokenizer: Any) -> dict[bytes, int]:
+    """``bytes -> id`` of a vocabulary, ordinary tokens winning over byte-fallback ones."""
+    strings, out = token_byte_strings(tokenizer), {}
+    for index in _ordinary_first(tokenizer):
+        raw = strings[index]
+        if raw is not None and raw not in out:
+            out[raw] = index
+    return out
+
+
 def _is_special(tokenizer: Any, index: int) -> bool:
     added = (getattr(tokenizer, "added_tokens_decoder", {}) or {}).get(index)
     return (added is not None and added.special) or index in {getattr(tokenizer, r, None) for r in _SPECIAL_ROLES}
@@ -111,18 +136,25 @@ def _is_special(tokenizer: Any, index: int) -> bool:
 def shared_vocab_map(student: Any, teacher: Any) -> np.ndarray:
     """``(V_teacher,)`` int64: for each teacher id, the student id that stands for the same bytes, else ``-1``.
 
-    Special tokens map to the same special token (``<|im_end|>`` in both), else by role (EOS → EOS, BOS → BOS,
-    PAD → PAD, UNK → UNK). The map is one-to-one: where two
-    teacher tokens stand for the same bytes (``▁`` and ``<0x20>`` in a SentencePiece vocabulary) the first id
-    keeps the student token and the other is unmapped, so no student column receives two teacher tokens' mass.
+    A token written the same way in both vocabularies maps to its twin first (so identical tokenizers give the
+    identity, byte-fallback tokens included); then by bytes, ordinary tokens before byte-fallback ones (``,``
+    before ``<0x2C>``). Special tokens map to the same special token (``<|im_end|>`` in both), else by role (EOS →
+    EOS, BOS → BOS, PAD → PAD, UNK → UNK). The map is one-to-one: a teacher token whose bytes' student token is
+    already taken (``<0x2C>`` after ``,``) stays unmapped, so no student column receives two tokens' mass.
     """
-    by_bytes: dict[bytes, int] = {}
-    for index, raw in enumerate(token_byte_strings(student)):
-        if raw is not None and raw not in by_bytes:
-            by_bytes[raw] = index
+    by_bytes = _by_bytes(student)
     out = np.full(len(teacher), -1, dtype=np.int64)
     taken: set[int] = set()
-    for index, raw in enumerate(token_byte_strings(teacher)):
+    t_bytes, s_bytes, s_vocab = token_byte_strings(teacher), token_byte_strings(student), student.get_vocab()
+    for token, index in teacher.get_vocab().items():  # the same entry in both vocabularies
+        twin = s_vocab.get(token)
+        if twin is not None and index < len(out) and t_bytes[index] is not None and s_bytes[twin] == t_bytes[index]:
+            out[index] = twin
+            taken.add(twin)
+    for index in _ordinary_first(teacher):
+        if out[index] >= 0:
+            continue
+        raw = t_bytes[index]
         target = by_bytes.get(raw) if raw is not None else None
         if target is not None and target not in taken:
             out[index] = target
@@ -147,10 +179,7 @@ def first_piece_map(student: Any, teacher: Any) -> np.ndarray:
     student's vocabulary stops there). Many-to-one: a student column then receives the mass of every teacher token
     whose text starts with it. Teacher tokens standing for no text stay unmapped unless they map by name or role."""
     out = shared_vocab_map(student, teacher)
-    by_bytes: dict[bytes, int] = {}
-    for index, raw in enumerate(token_byte_strings(student)):
-        if raw is not None and raw not in by_bytes:
-            by_bytes[raw] = index
+    by_bytes = _by_bytes(student)
     longest = max((len(b) for b in by_bytes), default=0)
     for index, raw in enumerate(token_byte_strings(teacher)):
         if raw is None or out[index] >= 0:
@@ -170,7 +199,7 @@ def cached_vocab_map(
     student: Any, teacher: Any, cache_dir: str | os.PathLike | None, kind: str = "shared"
 ) -> np.ndarray:
     """:func:`shared_vocab_map` (``kind="shared"``) or :func:`first_piece_map` (``"first_piece"``), saved once under
-    ``cache_dir`` as ``vocab-map-[<kind>-]<student fp>-<teacher fp>.npy`` (both vocabulary fingerprints in the name,
+    ``cache_dir`` as ``vocab-map-v2-<kind>-<student fp>-<teacher fp>.npy`` (both vocabulary fingerprints in the name,
     so another pair never reads it); ``None``: not saved."""
     from lightning_kd.data.tokenizer import vocab_fingerprint
 
@@ -178,7 +207,7 @@ def cached_vocab_map(
         raise ValueError(f"vocabulary map kind must be one of {', '.join(MAPS)}, got {kind!r}.")
     if cache_dir is None:
         return MAPS[kind](student, teacher)
-    tag = "" if kind == "shared" else f"{kind}-"
+    tag = f"v2-{kind}-"  # v2: ordinary tokens before byte-fallback ones, SentencePiece normalizers read
     path = Path(cache_dir) / f"vocab-map-{tag}{vocab_fingerprint(student)[:16]}-{vocab_fingerprint(teacher)[:16]}.npy"
     if path.is_file():
         found = np.load(path)

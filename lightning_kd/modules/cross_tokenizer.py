@@ -126,9 +126,19 @@ class CrossTokenizerDistillation(CausalLMDistillation):
         if t_size is not None and len(vocab_map) != t_size:
             raise ValueError(f"the vocabulary map has {len(vocab_map)} entries for a teacher tokenizer of {t_size}.")
         self._shared = shared_ids(vocab_map)  # once per run: it reads the map; moved where the rows are (_div_sum)
+        self._check_teacher_context(dm)
         if stage == "fit":
-            dm.setup("fit")
             self._warn_if_little_shared(dm)
+
+    def _check_teacher_context(self, dm: Any) -> None:
+        limit = getattr(getattr(self.teacher.model, "config", None), "max_position_embeddings", None)
+        longest = dm.teacher_longest()
+        if isinstance(limit, int) and longest > limit:
+            raise ValueError(
+                f"the teacher's tokenization of a sequence reaches {longest} tokens but the teacher takes at most "
+                f"{limit} positions (its config's max_position_embeddings): lower the data's seq_len (packed text) "
+                "or max_length (chat), so the teacher's tokens of each sequence fit its context."
+            )
 
     def _warn_if_little_shared(self, dm: Any) -> None:
         aligned = dm.stats.get("train_aligned")

@@ -149,11 +149,23 @@ def test_cross_tokenizer_batches_carry_both_tokenizations_and_the_alignment(tmp_
         s_ids, t_ids = batch["input_ids"][row].tolist(), batch["teacher_input_ids"][row]
         t_ids = t_ids[batch["teacher_attention_mask"][row] == 1].tolist()
         a = batch["align"][row]
+        s_bytes, t_bytes = token_byte_strings(student), token_byte_strings(teacher)
+        offsets = set()
         for sp, tp in zip(a[0][a[0] >= 0].tolist(), a[1][a[1] >= 0].tolist()):
-            # the same next piece of text: both sides' next token starts where the other's does
-            s_next = student.decode(s_ids[: sp + 1])
-            t_next = teacher.decode(t_ids[: tp + 1])
-            assert s_next.endswith(t_next[-8:].lstrip(" ")) or t_next.endswith(s_next[-8:])
+            # the same next piece of text: the text before it, decoded by each tokenizer, differs only by where the
+            # teacher's slice starts (a fixed number of bytes into the row) ...
+            s_text = student.decode(s_ids[: sp + 1], skip_special_tokens=True)
+            t_text = teacher.decode(t_ids[: tp + 1], skip_special_tokens=True)
+            assert s_text.endswith(t_text.lstrip(" ")[-20:])
+            documents = s_ids[: sp + 1].count(student.eos_token_id)  # the teacher decodes a dummy space per document
+            if t_text.strip():  # (a decoder drops the first "▁" of a slice: all-space prefixes are not compared)
+                offsets.add((documents, len(s_text.encode()) - len(t_text.lstrip(" ").encode())))
+            # ... and both next tokens start with the same byte
+            s_next, t_next = s_bytes[s_ids[sp + 1]], t_bytes[t_ids[tp + 1]]
+            if s_next is not None and t_next is not None:
+                assert s_next[:1] == t_next[:1]
+        # one shift per document of the row: every pair sits at the same text position on both sides
+        assert len(offsets) == len({d for d, _ in offsets})
         text_bytes = batch["token_bytes"][row].sum().item()
         assert text_bytes == len(student.decode(s_ids).encode()) + s_ids.count(student.eos_token_id) * (
             1 - len(student.decode([student.eos_token_id]).encode())
@@ -192,3 +204,40 @@ def test_first_piece_map_gives_each_unshared_teacher_token_to_the_longest_studen
         assert text.startswith(piece) and len(piece) < len(text)
         longer = [b for b in s_bytes if b is not None and len(b) > len(piece) and text.startswith(b)]
         assert not longer  # the longest student token that the teacher token's text starts with
+
+
+def test_the_layout_llama2_and_mistral_ship_is_read_byte_fallback_included(tmp_path):
+    from tests.lm_families import llama2_tokenizer
+
+    tok = llama2_tokenizer(tmp_path / "c")  # Prepend/Replace normalizer, <0x00>..<0xFF> at ids 3-258
+    assert byte_scheme(tok) == "metaspace"
+    strings = token_byte_strings(tok)
+    assert strings[tok.convert_tokens_to_ids("\u2581")] == b" " and strings[tok.convert_tokens_to_ids("<0x2C>")] == b","
+    text = "x = 'ß€' , 12\n"  # ß and € are not in its pieces: byte-fallback tokens spell them
+    ids = list(tok(text)["input_ids"]) + [tok.eos_token_id]
+    assert "<0xC3>" in tok.convert_ids_to_tokens(ids)
+    sp = token_spans(tok, [text], [ids], 1)
+    assert sp.offset_fallbacks == 0 and sp.ends[-2] == len(text.encode())
+    assert sp.unaligned.tolist() == [False, True] + [False] * (len(ids) - 2)  # "▁x" carries the dummy space
+    assert (shared_vocab_map(tok, tok) == np.arange(len(tok))).all()  # identical tokenizers: the identity
+    student = family_tokenizer("qwen", tmp_path / "c")
+    vm = shared_vocab_map(student, tok)
+    comma = student.convert_tokens_to_ids(",")
+    assert vm[tok.convert_tokens_to_ids(",")] == comma and vm[tok.convert_tokens_to_ids("<0x2C>")] == -1
+    assert vm[tok.convert_tokens_to_ids("\u2581")] == student.convert_tokens_to_ids("Ġ")
+
+
+def test_a_dummy_prefix_token_is_never_aligned(tmp_path):
+    from lightning_kd.data.text_tokenizer import encode_texts
+    from tests.lm_families import llama2_tokenizer
+
+    student, teacher = family_tokenizer("qwen", tmp_path / "c"), llama2_tokenizer(tmp_path / "c")
+    texts = ["a = 1\n", "def f(x):\n    return x\n"]
+    s = token_spans(student, texts, encode_texts(student, texts), 0)
+    t = token_spans(teacher, texts, encode_texts(teacher, texts), 1)
+    second = len(texts[0].encode()) + 1  # the second document's first byte
+    (first_t,) = np.flatnonzero((t.starts == second) & (t.ends > t.starts))
+    assert teacher.convert_ids_to_tokens(int(t.ids[first_t])).startswith("\u2581") and t.unaligned[first_t]
+    i, j = aligned_pairs(s, t)
+    assert second not in t.starts[j]  # "▁def" means " def": it is not the student's "def" there
+    assert len(i) >= 5 and (s.starts[i] == t.starts[j]).all()

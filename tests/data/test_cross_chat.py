@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from lightning_kd.data.prompt_response import PromptResponseDataModule  # noqa: E402
+from lightning_kd.data.token_bytes import token_byte_strings  # noqa: E402
 from tests.lm_families import family_tokenizer, metaspace_tokenizer  # noqa: E402
 from tests.lm_helpers import write_corpus  # noqa: E402
 
@@ -56,19 +57,27 @@ def test_aligned_predictions_are_at_the_same_byte_of_the_assistants_text(tmp_pat
     batch = next(iter(dm.train_dataloader()))
     assert {"teacher_input_ids", "teacher_attention_mask", "align", "token_bytes"} <= set(batch)
     assert 0.3 < dm.stats["train_aligned"] <= 1.0
-    answers = [m["content"] for r in records for m in r.get("messages", []) if m["role"] == "assistant"] or [
-        r["response"] for r in records
-    ]
+    s_bytes, t_bytes = token_byte_strings(student), token_byte_strings(teacher)
     checked = 0
-    for row in range(len(records)):
+    for row, record in enumerate(records):
+        answers = (
+            [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+            if "messages" in record
+            else [record["response"]]
+        )
         s_ids = batch["input_ids"][row][batch["attention_mask"][row] == 1].tolist()
         t_ids = batch["teacher_input_ids"][row][batch["teacher_attention_mask"][row] == 1].tolist()
         a = batch["align"][row]
         for sp, tp in zip(a[0][a[0] >= 0].tolist(), a[1][a[1] >= 0].tolist()):
             assert batch["labels"][row, sp + 1] != -100  # the student is taught there
+            # both next tokens start at the same byte: their texts start alike ...
+            s_next, t_next = s_bytes[s_ids[sp + 1]], t_bytes[t_ids[tp + 1]]
+            if s_next is not None and t_next is not None:
+                assert s_next[:1] == t_next[:1], (s_next, t_next)
+            # ... and the text before them ends with the same part of this row's answer
             s_text, t_text = student.decode(s_ids[: sp + 1]), teacher.decode(t_ids[: tp + 1])
-            here = [_content_bytes_before(s_text, c) == _content_bytes_before(t_text, c) for c in answers]
-            assert any(here), (s_text[-30:], t_text[-30:])
+            s_at = [_content_bytes_before(s_text, c) for c in answers]
+            assert s_at == [_content_bytes_before(t_text, c) for c in answers], (s_text[-30:], t_text[-30:])
             checked += 1
     assert checked >= 10
 
