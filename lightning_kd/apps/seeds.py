@@ -116,6 +116,7 @@ def commands(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str]
     args = fit_args(run, seed, run_dir, extra)
     test = [a for c in run["configs"] for a in ("--config", str(c))]
     test += [f"--seed_everything={seed}", f"--ckpt_path={run_dir / 'model.ckpt'}"]
+    test += [*run.get("args", []), *extra]  # the evaluation reads the same data and model settings as the fit
     return ["lightning-kd fit " + shlex.join(args), f"lightning-kd {evaluate} " + shlex.join(test)]
 
 

@@ -48,6 +48,10 @@ def test_study_runs_every_seed_and_tables_agree_with_the_result_files(tmp_path, 
     assert all(r["status"] == "ok" for r in results.values())
     for (run, seed), r in results.items():
         assert f"--seed_everything={seed}" in r["commands"][0]
+        # the printed evaluation reads what the fit read: the study's and the run's arguments too
+        assert r["commands"][1].startswith("lightning-kd test ") and all(a in r["commands"][1] for a in TINY)
+        if run == "student_lr_high":
+            assert "--model.optimizer.init_args.lr=0.03" in r["commands"][1]
         assert (out / run / f"seed_{seed}" / "model.ckpt").is_file()
         assert 0.0 <= r["metrics"]["test/acc"] <= 1.0
     # different seeds give different students (the seed reaches the run)
