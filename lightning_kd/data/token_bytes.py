@@ -174,21 +174,38 @@ def shared_vocab_map(student: Any, teacher: Any) -> np.ndarray:
 
 
 def first_piece_map(student: Any, teacher: Any) -> np.ndarray:
-    """:func:`shared_vocab_map`, and each teacher token the student lacks mapped to the student's longest token
-    that its bytes start with — the student's first piece of the same text (``Ġreturn`` → ``Ġret`` when the
-    student's vocabulary stops there). Many-to-one: a student column then receives the mass of every teacher token
-    whose text starts with it. Teacher tokens standing for no text stay unmapped unless they map by name or role."""
+    """:func:`shared_vocab_map`, and each teacher token the student lacks mapped to the student's first token of the
+    same text: the student tokenizer is run on the teacher token's text (``Ġreturn`` → `` return`` → the student's
+    ``Ġr`` + ``eturn`` → ``Ġr``), so the target is the token the student itself would predict next. Where that
+    cannot be asked (bytes that are not whole UTF-8 characters; a SentencePiece-style student, which adds its own
+    leading space, on a text that does not start with one) it is the student's longest token the text starts with.
+    Many-to-one: a student column receives the mass of every teacher token whose text it begins. Teacher tokens
+    standing for no text stay unmapped unless they map by name or role."""
     out = shared_vocab_map(student, teacher)
     by_bytes = _by_bytes(student)
     longest = max((len(b) for b in by_bytes), default=0)
+    dummy_space = byte_scheme(student) == "metaspace"
+    asked: dict[int, str] = {}
     for index, raw in enumerate(token_byte_strings(teacher)):
         if raw is None or out[index] >= 0:
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and (not dummy_space or text.startswith(" ")):
+            asked[index] = text[1:] if dummy_space else text
             continue
         for size in range(min(len(raw), longest), 0, -1):
             target = by_bytes.get(raw[:size])
             if target is not None:
                 out[index] = target
                 break
+    if asked:
+        firsts = student(list(asked.values()), add_special_tokens=False)["input_ids"]
+        for index, ids in zip(asked, firsts):
+            if ids:
+                out[index] = ids[0]
     return out
 
 
@@ -199,7 +216,7 @@ def cached_vocab_map(
     student: Any, teacher: Any, cache_dir: str | os.PathLike | None, kind: str = "shared"
 ) -> np.ndarray:
     """:func:`shared_vocab_map` (``kind="shared"``) or :func:`first_piece_map` (``"first_piece"``), saved once under
-    ``cache_dir`` as ``vocab-map-v2-<kind>-<student fp>-<teacher fp>.npy`` (both vocabulary fingerprints in the name,
+    ``cache_dir`` as ``vocab-map-v3-<kind>-<student fp>-<teacher fp>.npy`` (both vocabulary fingerprints in the name,
     so another pair never reads it); ``None``: not saved."""
     from lightning_kd.data.tokenizer import vocab_fingerprint
 
@@ -207,7 +224,7 @@ def cached_vocab_map(
         raise ValueError(f"vocabulary map kind must be one of {', '.join(MAPS)}, got {kind!r}.")
     if cache_dir is None:
         return MAPS[kind](student, teacher)
-    tag = f"v2-{kind}-"  # v2: ordinary tokens before byte-fallback ones, SentencePiece normalizers read
+    tag = f"v3-{kind}-"  # v3: first pieces from the student's own tokenization; v2: byte-fallback twins, normalizers
     path = Path(cache_dir) / f"vocab-map-{tag}{vocab_fingerprint(student)[:16]}-{vocab_fingerprint(teacher)[:16]}.npy"
     if path.is_file():
         found = np.load(path)

@@ -165,7 +165,7 @@ def test_first_piece_map_trains_and_bad_map_kind_is_refused(root, folders, tmp_p
                                         teacher_map="first_piece", chunk_size=8)  # fmt: skip
     trainer(tmp_path, max_steps=2).fit(module, datamodule=_data(root, tmp_path, str(student_dir), str(teacher_dir)))
     assert not module._shared.one_to_one  # several teacher tokens give their mass to one student token
-    assert list((tmp_path / "cache").glob("vocab-map-v2-first_piece-*.npy"))
+    assert list((tmp_path / "cache").glob("vocab-map-v3-first_piece-*.npy"))
     with pytest.raises(ValueError, match="teacher_map must be 'shared' or 'first_piece', got 'nearest'"):
         CrossTokenizerDistillation(tiny(1), tiny(2), teacher_map="nearest")
 
