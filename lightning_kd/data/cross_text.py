@@ -200,7 +200,8 @@ class TeacherTokenization:
                 longest = max(longest, int((split.align.t_stop - split.align.t_start)[split.rows].max()))
         return longest
 
-    def mapped_share(self) -> float:
-        """Share of the teacher's tokens in (a sample of) the training text whose id has a student counterpart."""
+    def mapped_share(self, kind: str = "shared") -> float:
+        """Share of the teacher's tokens in (a sample of) the training text whose id has a student counterpart
+        under the ``kind`` of map."""
         ids = self.teacher_sample_ids()
-        return float((self.vocab_map()[ids] >= 0).mean()) if len(ids) else 0.0
+        return float((self.vocab_map(kind)[ids] >= 0).mean()) if len(ids) else 0.0
