@@ -8,7 +8,8 @@ chunked (256), in one process, repeats interleaved, medians reported:
 
 - ``alone_b``: the student on tokenizer B (BPE 2048) alone (``CausalLMModule``);
 - ``same_tokenizer``: the student on the teacher's tokenizer A (BPE 4096), forward-KL KD (``CausalLMDistillation``);
-- ``span_kl`` / ``uld``: the student on B, the teacher on A (``CrossTokenizerDistillation``).
+- ``span_kl`` (teacher_map first_piece, the default) / ``span_kl_shared`` / ``uld``: the student on B, the teacher
+  on A (``CrossTokenizerDistillation``).
 
 Also the data side, which runs once per split in ``setup`` and per batch in the loader's workers: the alignment of
 the training split and the assembly of one batch (``__getitems__``). Models are freshly initialised: the cost
@@ -70,16 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     batch_ms = (time.perf_counter() - start) / 20 * 1e3
 
     teacher = llama_lm(4096, seed=0, **TEACHER)
-    shared = shared_ids(torch.as_tensor(cross.vocab_map()))
+    maps = {k: shared_ids(torch.as_tensor(cross.vocab_map(k))) for k in ("first_piece", "shared")}
     modules, data = {}, {}
     modules["alone_b"] = _attach(CausalLMModule(llama_lm(2048, seed=1, **STUDENT), chunk_size=256))
     modules["same_tokenizer"] = _attach(
         CausalLMDistillation(teacher, llama_lm(4096, seed=1, **STUDENT), alpha=0.9, chunk_size=256)
     )
-    for loss in ("span_kl", "uld"):
+    for name, loss, kind in (("span_kl", "span_kl", "first_piece"), ("span_kl_shared", "span_kl", "shared"),
+                             ("uld", "uld", "first_piece")):  # fmt: skip
         m = CrossTokenizerDistillation(teacher, llama_lm(2048, seed=1, **STUDENT), loss=loss, alpha=0.9, chunk_size=256)
-        m._shared = shared  # what setup reads from the data module
-        modules[loss] = _attach(m)
+        m._shared = maps[kind]  # what setup reads from the data module
+        modules[name] = _attach(m)
     for name in modules:
         data[name] = same.splits["train"] if name == "same_tokenizer" else split
     optimizers = {
