@@ -84,8 +84,14 @@ def _lm_cases(tmp_path_factory) -> dict[str, Case]:
             seq_len=16, batch_size=4,
         )  # fmt: skip
 
-    def lm(seed: int, hidden: int = 16) -> torch.nn.Module:
-        return llama_lm(300, hidden_size=hidden, num_layers=1, num_heads=2, max_position=32, seed=seed)
+    def lm(seed: int, hidden: int = 16, vocab: int = 300) -> torch.nn.Module:
+        return llama_lm(vocab, hidden_size=hidden, num_layers=1, num_heads=2, max_position=32, seed=seed)
+
+    def cross_data() -> PackedTextDataModule:  # the student on a BPE of 280, the teacher on the one of 300
+        return PackedTextDataModule(
+            text_dir=str(corpus), pattern="*.py", vocab_size=280, teacher_bpe_vocab_size=300, val_fraction=0.3,
+            cache_dir=str(cache), seq_len=16, batch_size=4,
+        )  # fmt: skip
 
     def run(net: torch.nn.Module) -> torch.Tensor:
         return net(input_ids=torch.arange(12).reshape(2, 6)).logits
@@ -99,6 +105,13 @@ def _lm_cases(tmp_path_factory) -> dict[str, Case]:
             run=run,
         ),
         "CausalLMModule": Case(lambda: modules.CausalLMModule(lm(1)), data=data, students=lambda m: [m.model], run=run),
+        "CrossTokenizerDistillation": Case(
+            lambda: modules.CrossTokenizerDistillation(
+                lm(0, 32), lm(1, vocab=280), chunk_size=8, teacher_vocab=cross_data().teacher_vocab_fingerprint
+            ),
+            data=cross_data,
+            run=run,
+        ),
     }
 
 
@@ -144,6 +157,7 @@ COVERS = {
     ClassificationModule: "ClassificationModule",
     modules.CausalLMDistillation: "CausalLMDistillation",
     modules.CausalLMModule: "CausalLMModule",
+    modules.CrossTokenizerDistillation: "CrossTokenizerDistillation",
 }
 
 
@@ -183,12 +197,14 @@ CASE_NAMES = [
     "ClassificationModule",
     "CausalLMDistillation",
     "CausalLMModule",
+    "CrossTokenizerDistillation",
 ]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_module_contract(name, all_cases, tmp_path):
     case = all_cases[name]
+    case.build()  # first imports (transformers adds its own filters when imported) happen outside the check
     filters_before = list(warnings.filters)
     module = case.build()
     assert warnings.filters == filters_before, "constructing a module changed the process-wide warning filters"
