@@ -177,3 +177,19 @@ def test_a_teacher_whose_context_cannot_hold_its_tokens_of_a_sequence_is_refused
     module = CrossTokenizerDistillation(teacher, pretrained_lm(str(student_dir)))
     with pytest.raises(ValueError, match=r"reaches \d+ tokens but the teacher takes at most 8 positions.*seq_len"):
         trainer(tmp_path).fit(module, datamodule=_data(root, tmp_path, str(student_dir), str(teacher_dir)))
+
+
+def test_a_lora_student_of_another_vocabulary_trains_its_adapters_only(root, folders, tmp_path):
+    pytest.importorskip("peft")
+    from lightning_kd.models import lora
+
+    teacher_dir, student_dir = folders
+    student = lora(pretrained_lm(str(student_dir)), r=4)
+    frozen = {n: p.clone() for n, p in student.named_parameters() if not p.requires_grad}
+    adapters = {n: p.clone() for n, p in student.named_parameters() if p.requires_grad}
+    assert frozen and adapters and all("lora_" in n for n in adapters)
+    module = CrossTokenizerDistillation(pretrained_lm(str(teacher_dir)), student, alpha=0.5, chunk_size=8)
+    trainer(tmp_path, max_steps=2).fit(module, datamodule=_data(root, tmp_path, str(student_dir), str(teacher_dir)))
+    after = dict(student.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in frozen.items())  # the base weights stay as loaded
+    assert any(not torch.equal(after[n], p) for n, p in adapters.items())  # the adapters learned
