@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,18 @@ from tests.helpers import FMNIST_DIR
 
 torch.set_num_threads(2)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Lightning sets SIGINT/SIGTERM to "ignore" after it handles a Ctrl-C in a fit run in this process; a child
+    process started later inherits "ignore" and cannot be stopped by Ctrl-C (a Ctrl-C test then saw a study run to
+    its end and exit 0). Every test gets the handlers it found back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        if signal.getsignal(sig) is not handler and handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

@@ -166,6 +166,9 @@ def ctrl_c_of_a_tool(c: Case) -> Trigger:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
+            # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; one inherited as "ignored" (a
+            # parent that handled a Ctrl-C before) would never see it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         deadline = time.monotonic() + 120
         try:

@@ -319,7 +319,10 @@ def sigterm_saves_and_resumes(c: Case) -> Trigger:
         before = digest(published)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "lightning_kd", "fit", *args]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),  # not an "ignore" inherited from here
+        )  # fmt: skip
         deadline = time.monotonic() + 180
         try:
             while not last.is_file():  # in its first epochs: time to stop it
