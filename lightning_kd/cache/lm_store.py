@@ -1,10 +1,12 @@
-"""An offline causal-LM teacher: per token, the teacher's top-``k`` log-probabilities and their token ids.
+"""An offline causal-LM teacher: per token, ``k`` of the teacher's tokens and their log-probabilities — its top
+``k`` (``kind: topk``), or ``k`` tokens drawn from its distribution (``kind: sampled``).
 
 Built once by ``lightning-kd cache-lm`` (:mod:`lightning_kd.cache.lm_teacher`), read by
 :class:`~lightning_kd.cache.lm_teacher.CachedLMTeacher` in place of a live teacher forward pass. A folder::
 
     meta.json       format, k, temperature, vocab size, sequence shape, dtype, what it was built from
     logprobs.npy    (N, L, k) fp16 (or fp32): log softmax(z / T) of the k most likely next tokens, descending
+                    (topk), or of k tokens drawn with replacement from softmax(z / T) (sampled)
     ids.npy         (N, L, k) int32: their token ids
     done.npy        (N,) bool: sequences written (a build stopped half-way is refused, and resumable)
 
@@ -20,6 +22,12 @@ rest"), or over the full vocabulary after spreading ``r`` uniformly
 ``CachedLMTeacher``'s ``tail`` (:mod:`lightning_kd.losses.token.sparse`). With ``k = V`` both are the live
 teacher's loss (tested). The temperature is fixed at build time: a run at another temperature is refused
 (softening a truncated distribution is not the truncated softened one).
+
+**Sampled.** The draws of a ``sampled`` store give an unbiased estimate of every divergence and of its gradient
+(:mod:`lightning_kd.losses.token.sampled`); each sequence's draws come from a generator seeded by the store's
+``seed`` and the sequence's index, so a resumed or re-run build draws the same tokens. ``meta.json`` also holds
+the store's fidelity (:mod:`lightning_kd.cache.lm_fidelity`) and, for a store filled from an inference server
+(:mod:`lightning_kd.cache.lm_server`), the server's address and model name.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from lightning_kd.core.digest import file_sha256
 FORMAT = "lightning-kd-lm-topk"
 VERSION = 1
 StoreDtype = Literal["fp16", "fp32"]
+StoreKind = Literal["topk", "sampled"]
+KINDS = ("topk", "sampled")
 # what a run compares against the store, and what to do when one differs
 _FIXES = {
     "teacher_fingerprint": "the teacher's weights changed: rebuild the store with lightning-kd cache-lm",
@@ -56,6 +66,7 @@ _FIXES = {
     "data_fingerprint": "the training sequences differ (files, seq_len, max_train_tokens): rebuild the store",
     "temperature": "set the run's temperature to the store's, or rebuild the store at the run's temperature",
     "vocab_size": "the tokenizer's size differs from the store's: rebuild the store",
+    "kind": "set the CachedLMTeacher's kind to the store's, or build a store of the recipe's kind",
 }
 
 
@@ -72,6 +83,35 @@ def topk_logprobs(logits: Tensor, k: int, temperature: float = 1.0) -> tuple[Ten
         raise ValueError(f"k must be in [1, vocab size {v}], got {k}.")
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return logp.topk(k, dim=-1)
+
+
+def sampled_logprobs(
+    logits: Tensor, draws: int, temperature: float, seeds: Tensor | list[int]
+) -> tuple[Tensor, Tensor]:
+    """``draws`` tokens per position drawn with replacement from ``softmax(logits / T)``, and their log-probabilities:
+    ``(logprobs, ids)`` ``(B, L, draws)``. Row ``b`` draws from a generator seeded with ``seeds[b]`` (the build
+    uses the store's seed and the sequence's index), so the same sequence gets the same draws in any batch.
+
+    Args:
+        logits: ``(B, L, V)``.
+        draws: ``>= 1``.
+        temperature: ``T > 0``.
+        seeds: ``B`` integer seeds.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}; 32 costs what a top-32 store does.")
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    ids = torch.empty(*logp.shape[:-1], draws, dtype=torch.long, device=logp.device)
+    for b, seed in enumerate(torch.as_tensor(seeds).tolist()):
+        generator = torch.Generator(device=logp.device).manual_seed(int(seed))
+        ids[b] = torch.multinomial(logp[b].exp(), draws, replacement=True, generator=generator)
+    return logp.gather(-1, ids), ids
+
+
+def draw_seed(store_seed: int, index: int) -> int:
+    """The generator seed of sequence ``index``'s draws in a sampled store built with ``store_seed``: both mixed into
+    32 bits (torch's CPU generator keeps only the low 32 bits of a seed)."""
+    return int(np.random.SeedSequence([int(store_seed), int(index)]).generate_state(1)[0])
 
 
 class LMTeacherStore:
@@ -92,6 +132,7 @@ class LMTeacherStore:
         vocab_size: int,
         dtype: StoreDtype = "fp16",
         overwrite: bool = False,
+        kind: StoreKind = "topk",
         **record: Any,
     ) -> LMTeacherStore:
         """A new store (or the unfinished one already in ``path``, for the same settings, to resume).
@@ -100,7 +141,11 @@ class LMTeacherStore:
         ``overwrite``. ``record`` (fingerprints of the teacher, vocabulary and data) goes into ``meta.json``."""
         if dtype not in ("fp16", "fp32"):
             raise ValueError(f"dtype must be 'fp16' or 'fp32', got {dtype!r}.")
-        if not 1 <= k <= vocab_size:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be 'topk' or 'sampled', got {kind!r}.")
+        if kind == "sampled" and k < 1:
+            raise ValueError(f"a sampled store needs k >= 1 draws per token, got {k}; 32 costs what top-32 does.")
+        if kind == "topk" and not 1 <= k <= vocab_size:
             raise ValueError(f"k must be in [1, vocab size {vocab_size}], got {k}; 16 to 64 is usual.")
         path = Path(path)
         meta = {
@@ -112,6 +157,7 @@ class LMTeacherStore:
             "temperature": float(temperature),
             "vocab_size": vocab_size,
             "dtype": dtype,
+            "kind": kind,
             "complete": False,
             **record,
         }
@@ -160,13 +206,15 @@ class LMTeacherStore:
         """Sequence indices not written yet."""
         return np.flatnonzero(~np.asarray(self.arrays["done"]))
 
-    def finish(self) -> None:
-        """Flush and mark complete (refused while sequences are missing)."""
+    def finish(self, **record: Any) -> None:
+        """Flush and mark complete (refused while sequences are missing); ``record`` (the fidelity report, the build
+        time) goes into ``meta.json``."""
         missing = self.remaining
         if len(missing):
             raise RuntimeError(f"{self.path}: {len(missing)} sequences not written (e.g. {missing[:3].tolist()}).")
         for array in self.arrays.values():
             array.flush()
+        self.meta.update(record)
         self.meta["sha256"] = {name: file_sha256(self.path / f"{name}.npy") for name in _ARRAYS}
         self.meta["complete"] = True
         _write_meta(self.path, self.meta)
@@ -184,6 +232,7 @@ class LMTeacherStore:
                 "<the recipe's configs>."
             )
         meta = read_lm_meta(path)
+        meta.setdefault("kind", "topk")  # stores written before sampled ones existed
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} holds a {meta.get('format')!r} store, not an LM top-k store ({FORMAT!r}).")
         if not meta.get("complete"):
@@ -238,6 +287,9 @@ class LMTeacherStore:
             )
         logprobs = torch.from_numpy(np.asarray(self.arrays["logprobs"][rows]))
         ids = torch.from_numpy(np.asarray(self.arrays["ids"][rows]))
+        if device is not None and torch.device(device).type == "cuda":
+            # page-locked: the copy to the GPU runs asynchronously (a pageable source is staged synchronously)
+            logprobs, ids = logprobs.pin_memory(), ids.pin_memory()
         # host → device copies that do not wait for the device; widened there
         return logprobs.to(device, non_blocking=True).float(), ids.to(device, non_blocking=True).long()
 

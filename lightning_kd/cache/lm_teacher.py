@@ -20,18 +20,18 @@ from lightning_kd.cache.lm_keys import training_tokens
 from lightning_kd.cache.lm_store import LMTeacherStore
 from lightning_kd.core.batch import inputs_device
 from lightning_kd.core.digest import weights_fingerprint
-from lightning_kd.core.lm import CausalLMTeacher, TokenLoss, TopKTokenLoss
+from lightning_kd.core.lm import CausalLMTeacher, SampledTokenLoss, TokenLoss, TopKTokenLoss
 from lightning_kd.core.teacher import TeacherBase, TeacherOutput
 from lightning_kd.data.fingerprint import tokens_fingerprint
 
 
 class CachedLMTeacher(TeacherBase):
-    """Top-k teacher log-probabilities from an :class:`~lightning_kd.cache.lm_store.LMTeacherStore` in training;
-    the live ``model`` (when given) at validation and test.
+    """The teacher's stored tokens from an :class:`~lightning_kd.cache.lm_store.LMTeacherStore` in training (its top
+    ``k``, or ``k`` tokens drawn from it); the live ``model`` (when given) at validation and test.
 
     At fit start the store is opened and the run refused, naming the difference, when the data module does not
     give sequence indices (``with_indices: true``), or the store was built from other training tokens, another
-    tokenizer, another teacher (when ``model`` is given) or at another temperature.
+    tokenizer, another teacher (when ``model`` is given), at another temperature, or of another ``kind``.
 
     Args:
         path: the store's folder.
@@ -41,8 +41,11 @@ class CachedLMTeacher(TeacherBase):
         tail: how the student is compared with a teacher known through its top ``k`` only: ``bucket`` (the
             divergence over the ``k`` stored tokens plus one "anything else" bucket; the default) or ``uniform``
             (the rest of the mass spread evenly over the other tokens, a full-vocabulary divergence); see
-            :mod:`lightning_kd.losses.token.sparse`. Both equal the live teacher at ``k = V``. It picks the
-            module's token loss (:meth:`token_loss`: a :class:`~lightning_kd.core.lm.TopKTokenLoss`).
+            :mod:`lightning_kd.losses.token.sparse`. Both equal the live teacher at ``k = V``. Top-k stores only.
+        kind: the store's kind: ``topk`` (its top ``k``) or ``sampled`` (``k`` draws, an unbiased estimate of every
+            divergence: :mod:`lightning_kd.losses.token.sampled`). ``lightning-kd cache-lm`` builds this kind.
+            With ``tail`` it picks the module's token loss (:meth:`token_loss`:
+            :class:`~lightning_kd.core.lm.TopKTokenLoss` or :class:`~lightning_kd.core.lm.SampledTokenLoss`).
     """
 
     checks_vocab = True  # the store records its tokenizer's fingerprint; prepare_fit compares it with the data's
@@ -53,11 +56,14 @@ class CachedLMTeacher(TeacherBase):
         model: nn.Module | None = None,
         ckpt: str | None = None,
         tail: Literal["bucket", "uniform"] = "bucket",
+        kind: Literal["topk", "sampled"] = "topk",
     ) -> None:
         super().__init__()
         if tail not in ("bucket", "uniform"):
             raise ValueError(f"CachedLMTeacher: tail must be 'bucket' or 'uniform', got {tail!r}.")
-        self.tail = tail
+        if kind not in ("topk", "sampled"):
+            raise ValueError(f"CachedLMTeacher: kind must be 'topk' or 'sampled', got {kind!r}.")
+        self.tail, self.kind = tail, kind
         if ckpt is not None and model is None:
             raise ValueError(f"CachedLMTeacher got ckpt={str(ckpt)!r} but no model to load it into; give `model` too.")
         self.path = os.fspath(path)
@@ -85,19 +91,17 @@ class CachedLMTeacher(TeacherBase):
             "data_fingerprint": tokens_fingerprint(training_tokens(datamodule)),
             "vocab_fingerprint": getattr(datamodule, "vocab_fingerprint", None),
             "teacher_fingerprint": weights_fingerprint(self.live.model) if self.live is not None else None,
+            "kind": self.kind,
         }
         store.check(expected, against=f"this run (data module {type(datamodule).__name__})")
         self.store = store
 
     def token_loss(self, chunk_size: int | None) -> TokenLoss:
-        """The top-k strategy with this teacher's ``tail``; the student's full logits are needed (a chunked head
-        has nothing to compare with a stored top-k), so ``chunk_size`` must be ``None``."""
-        if chunk_size is not None:
-            raise ValueError(
-                f"chunk_size={chunk_size} asks for the chunked loss, which needs the teacher's lm head, which a "
-                "CachedLMTeacher does not give (it holds top-k log-probabilities): set chunk_size: null."
-            )
-        return TopKTokenLoss(self.tail)
+        """The strategy of this teacher's ``kind`` (and ``tail``): with ``chunk_size`` the student's lm head is
+        applied that many tokens at a time, so its full logits never exist."""
+        if self.kind == "sampled":
+            return SampledTokenLoss(chunk_size)
+        return TopKTokenLoss(self.tail, chunk_size)
 
     def inputs(self) -> list[tuple[str, str]]:
         return [("the LM teacher store", self.path), *(self.live.inputs() if self.live is not None else [])]

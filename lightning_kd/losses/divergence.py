@@ -161,6 +161,15 @@ class Divergence:
         a ``-1e-8`` that ``T² = 1e12`` would turn into a large negative loss — is floored at 0."""
         return _ROWS[self.kind](log_p_s, log_p_t, self).clamp_min(0.0)
 
+    def pointwise(self, log_p_s: Tensor, log_p_t: Tensor) -> Tensor:
+        """The divergence's term of single tokens: ``(*,)`` log-probabilities of the same tokens under the student and
+        the teacher give ``(*,)`` terms ``g(p_t, p_s)`` whose sum over the vocabulary is :meth:`of_log_probs`' value.
+
+        Every registered divergence is such a sum of per-token terms (each is an f-divergence, ``Σ_v p_t f(p_s /
+        p_t)``; a test checks it for every kind), which is what lets tokens drawn from the teacher estimate it
+        without bias (:mod:`lightning_kd.losses.token.sampled`). Terms may be negative; they are not floored."""
+        return _ROWS[self.kind](log_p_s.unsqueeze(-1), log_p_t.unsqueeze(-1), self)
+
     def rows(
         self,
         student_logits: Tensor,

@@ -118,8 +118,9 @@ def test_a_store_that_does_not_match_is_refused_naming_the_difference(tmp_path):
         start(temperature=2.0)
     with pytest.raises(ValueError, match=r"set with_indices: true on the data module"):
         start(with_indices=False)
-    with pytest.raises(ValueError, match=r"set chunk_size: null"):
-        CausalLMDistillation(teacher=CachedLMTeacher(path), student=tiny(2))
+    with pytest.raises(ValueError, match=r"kind: store 'topk', this run .*'sampled' \(set the CachedLMTeacher's kind"):
+        module = CausalLMDistillation(teacher=CachedLMTeacher(path, kind="sampled"), student=tiny(2), chunk_size=None)
+        fit(module, make_dm(tmp_path), tmp_path / "run", steps=1)
     start(teacher_model=tiny(1))  # the matching run trains
 
 

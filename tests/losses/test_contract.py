@@ -218,6 +218,45 @@ def _topk_bucket() -> Case:
     )
 
 
+DRAWS = torch.tensor([[1, 1, 4, 7], [0, 2, 2, 2], [9, 3, 3, 5], [6, 6, 6, 6], [8, 1, 0, 2], [4, 4, 5, 9]])
+
+
+def _sampled() -> Case:
+    # four tokens drawn from the teacher per position (fixed ids here) and its log-probabilities at them
+    return Case(
+        lambda s, t: _chunked_sums(
+            losses.sampled_distill_loss(s[0], t[0].log_softmax(-1).gather(-1, DRAWS), DRAWS, TOKEN_LABELS)
+        ),
+        [_leaf(6, 10)],
+        [_leaf(6, 10)],
+        pure_math=False,  # the stored side is made in the call, under autocast
+    )
+
+
+def _sampled_rows() -> Case:
+    return Case(
+        lambda s, t: losses.sampled_divergence(
+            s[0].float().log_softmax(-1), t[0].float().log_softmax(-1).gather(-1, DRAWS), DRAWS, "jsd"
+        ).sum(),
+        [_leaf(6, 10)],
+        [_leaf(6, 10)],
+    )
+
+
+def _chunked_sparse() -> Case:
+    return Case(
+        lambda s, t: _chunked_sums(
+            losses.chunked_sparse_distill_loss(
+                s[0], s[1], None, *t[0].log_softmax(-1).topk(3), TOKEN_LABELS,
+                loss=losses.topk_bucket_distill_loss, chunk_size=4,
+            )  # fmt: skip
+        ),
+        [_leaf(6, 8), _leaf(10, 8)],
+        [_leaf(6, 10)],
+        pure_math=False,
+    )
+
+
 def _chunked_ce() -> Case:
     # the student alone (no teacher): the chunked head's cross-entropy
     return Case(
@@ -275,6 +314,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "topk_uniform_distill_loss": _topk_uniform,
     "topk_bucket_distill_loss": _topk_bucket,
     "chunked_cross_entropy": _chunked_ce,
+    "sampled_distill_loss": _sampled,
+    "sampled_divergence": _sampled_rows,
+    "chunked_sparse_distill_loss": _chunked_sparse,
     "naive_token_distill_loss": _naive_token,
     "vid_loss": _vid_function,
     "VIDLoss": _vid_module,

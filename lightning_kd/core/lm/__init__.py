@@ -3,7 +3,8 @@
 - :mod:`~lightning_kd.core.lm.heads`: a model's lm head and final hidden states, and the checks that the chunked
   path reproduces its logits;
 - :mod:`~lightning_kd.core.lm.teacher`: :class:`CausalLMTeacher`, a frozen LM teacher (logits or hidden states);
-- :mod:`~lightning_kd.core.lm.token_loss`: the token-loss strategies (full logits, chunked heads, top-k teacher);
+- :mod:`~lightning_kd.core.lm.token_loss`: the token-loss strategies (full logits, chunked heads);
+- :mod:`~lightning_kd.core.lm.store_loss`: those of an offline store (top-k, sampled);
 - :mod:`~lightning_kd.core.lm.feature_terms`: :class:`TokenFeatureTerms`, hidden-state terms on the valid tokens.
 """
 
@@ -20,13 +21,13 @@ from lightning_kd.core.lm.heads import (
     lm_head,
     unwrapped,
 )
+from lightning_kd.core.lm.store_loss import SampledTokenLoss, TopKTokenLoss
 from lightning_kd.core.lm.teacher import CausalLMTeacher
 from lightning_kd.core.lm.token_loss import (
     ChunkedTokenLoss,
     FullLogitsTokenLoss,
     StudentRows,
     TokenLoss,
-    TopKTokenLoss,
     token_loss_for_model,
 )
 

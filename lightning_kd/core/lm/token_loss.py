@@ -10,8 +10,9 @@ The distillation step is the same whatever the teacher is::
   chunked path cannot reproduce);
 - :class:`ChunkedTokenLoss`: final hidden states and lm heads, applied ``chunk_size`` tokens at a time so the
   logits never exist in full (:func:`~lightning_kd.losses.token.chunked_token_distill_loss`);
-- :class:`TopKTokenLoss`: a teacher known through its top-``k`` log-probabilities (an offline store), compared
-  over ``k + 1`` buckets or with its tail spread uniformly (:mod:`lightning_kd.losses.token.sparse`).
+- :class:`~lightning_kd.core.lm.store_loss.TopKTokenLoss` / :class:`~lightning_kd.core.lm.store_loss.SampledTokenLoss`:
+  a teacher known through ``k`` stored tokens per position (an offline store): its top ``k`` compared over
+  ``k + 1`` buckets or with its tail spread uniformly, or ``k`` draws from it (an unbiased estimate).
 
 The teacher component picks the strategy that fits what it provides (``teacher.token_loss(chunk_size)``), so the
 module never asks what kind of teacher it has. A new way (sampled teacher tokens, cross-tokenizer spans) is one
@@ -21,7 +22,7 @@ the module to normalise over its whole optimizer step. Pure torch.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,8 +36,6 @@ from lightning_kd.losses.token import (
     chunked_token_distill_loss,
     naive_token_distill_loss,
     token_eval_sums,
-    topk_bucket_distill_loss,
-    topk_uniform_distill_loss,
 )
 
 IGNORE_INDEX = -100
@@ -198,66 +197,6 @@ class ChunkedTokenLoss(TokenLoss):
             temperature=temperature,
             vocab_size=vocab_size,
             chunk_size=self.chunk_size,
-        )
-
-
-class TopKTokenLoss(TokenLoss):
-    """A teacher known through its top-``k`` log-probabilities per token (an offline store) in training; its live
-    model's full logits, when it has one, in evaluation.
-
-    Args:
-        tail: ``bucket`` (the divergence over the ``k`` stored tokens plus one "anything else" bucket) or
-            ``uniform`` (the teacher's remaining mass spread evenly over the other tokens, a full-vocabulary
-            divergence); see :mod:`lightning_kd.losses.token.sparse`. Both equal live KD at ``k = V``.
-    """
-
-    needs = "topk"
-
-    def __init__(self, tail: Literal["bucket", "uniform"] = "bucket") -> None:
-        if tail not in ("bucket", "uniform"):
-            raise ValueError(f"tail must be 'bucket' or 'uniform', got {tail!r}.")
-        self.tail = tail
-
-    def teacher_output(self, teacher: TeacherBase, inputs: dict[str, Tensor], index: Tensor | None) -> TeacherOutput:
-        return teacher(inputs, index=index, output="topk" if index is not None else "logits")
-
-    def sums(
-        self,
-        student: StudentRows,
-        teacher: TeacherOutput | None,
-        labels: Tensor,
-        *,
-        divergence: Divergence = FORWARD_KL,
-        temperature: float = 1.0,
-        vocab_size: int | None = None,
-    ) -> TokenDistillSums:
-        if teacher is None:
-            return _ce_only(student, labels, None)
-        if teacher.topk_logprobs is None:
-            if teacher.logits is None:
-                raise ValueError(
-                    "TopKTokenLoss needs the teacher's top-k log-probabilities in training steps, and the teacher "
-                    "answered without them: the data module must give sequence indices (with_indices: true)."
-                )
-            # text the store does not hold (generated in the step): the live model's logits
-            return super().sums(
-                student, teacher, labels, divergence=divergence, temperature=temperature, vocab_size=vocab_size
-            )
-        if teacher.temperature is not None and abs(teacher.temperature - temperature) > 1e-9:
-            raise ValueError(
-                f"the LM teacher store does not match this run: temperature: store {teacher.temperature!r}, this run "
-                f"{float(temperature)!r} (set the run's temperature to the store's, or rebuild the store at the run's "
-                "temperature)."
-            )
-        loss = topk_bucket_distill_loss if self.tail == "bucket" else topk_uniform_distill_loss
-        return loss(
-            student.rows,
-            teacher.topk_logprobs,
-            teacher.topk_ids,
-            labels,
-            divergence=divergence,
-            temperature=temperature,
-            vocab_size=vocab_size,
         )
 
 

@@ -1,5 +1,5 @@
 """Token-level (language-model) distillation losses: per-token divergences (the divergence core on ``(tokens, V)``
-rows), the chunked lm-head loss, the top-k (sparse) teacher's loss, and evaluation sums."""
+rows), the chunked lm-head loss, the top-k (sparse) and sampled teachers' losses, and evaluation sums."""
 
 from types import ModuleType as _ModuleType
 
@@ -20,11 +20,13 @@ from lightning_kd.losses.token.functional import (
     skew_reverse_kl,
     total_variation,
 )
+from lightning_kd.losses.token.sampled import sampled_distill_loss, sampled_divergence
 from lightning_kd.losses.token.sparse import (
     decode_lm_topk,
     topk_bucket_distill_loss,
     topk_bucket_logprobs,
     topk_uniform_distill_loss,
 )
+from lightning_kd.losses.token.sparse_chunked import chunked_sparse_distill_loss
 
 __all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))

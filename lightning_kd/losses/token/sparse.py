@@ -118,13 +118,20 @@ def topk_bucket_distill_loss(
     )  # fmt: skip
     if not ce:
         return sums
+    return TokenDistillSums(student_ce_sum(student_logits, log_full, labels, temperature, ignore_index),
+                            sums.div_sum, sums.num_valid)  # fmt: skip
+
+
+def student_ce_sum(
+    student_logits: Tensor, log_scored: Tensor, labels: Tensor, temperature: float, ignore_index: int
+) -> Tensor:
+    """The student's next-token cross-entropy sum over its full head; ``log_scored`` (its softened log-probabilities
+    over the compared columns) is reused when it is the same thing (``T = 1``, no padded columns)."""
     y = labels.reshape(-1)
-    if temperature == 1.0 and scored.shape[-1] == student_logits.shape[-1]:
-        ce_sum = F.nll_loss(log_full.reshape(-1, log_full.shape[-1]), y, ignore_index=ignore_index, reduction="sum")
-    else:
-        rows = student_logits.reshape(-1, student_logits.shape[-1]).float()
-        ce_sum = F.cross_entropy(rows, y, ignore_index=ignore_index, reduction="sum")
-    return TokenDistillSums(ce_sum, sums.div_sum, sums.num_valid)
+    if temperature == 1.0 and log_scored.shape[-1] == student_logits.shape[-1]:
+        return F.nll_loss(log_scored.reshape(-1, log_scored.shape[-1]), y, ignore_index=ignore_index, reduction="sum")
+    rows = student_logits.reshape(-1, student_logits.shape[-1]).float()
+    return F.cross_entropy(rows, y, ignore_index=ignore_index, reduction="sum")
 
 
 def decode_lm_topk(logprobs: Tensor, ids: Tensor, vocab_size: int) -> Tensor:

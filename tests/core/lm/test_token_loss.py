@@ -79,7 +79,7 @@ def test_the_top_k_strategy_checks_the_stores_temperature_and_falls_back_to_live
     live = topk.sums(rows, TeacherOutput(logits=t), labels, divergence=JSD, temperature=2.0)
     full = naive_token_distill_loss(s, t, labels, divergence=JSD, temperature=2.0)
     assert_close(live.div_sum, full.div_sum)
-    with pytest.raises(ValueError, match=r"needs the teacher's top-k log-probabilities .*with_indices: true"):
+    with pytest.raises(ValueError, match=r"TopKTokenLoss needs the teacher's stored tokens .*with_indices: true"):
         topk.sums(rows, TeacherOutput(), labels)
     with pytest.raises(ValueError, match="tail must be 'bucket' or 'uniform'"):
         TopKTokenLoss("flat")  # type: ignore[arg-type]
