@@ -3,6 +3,8 @@
 
 lightning-kd cache-lm --config configs/lm/base.yaml --config configs/lm/kd_offline_topk.yaml --k 32
 lightning-kd cache-lm --config configs/lm/base.yaml --config configs/lm/kd_offline_sampled.yaml --k 32 --seed 0
+lightning-kd cache-lm --config configs/lm/base.yaml --config configs/lm/kd_offline_topk.yaml --k 20 \
+    --server http://gpu-box:8000      # the teacher behind an OpenAI-compatible server (lightning_kd.cache.lm_server)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from lightning_kd.apps.cli import build_cli
 from lightning_kd.cache.lm_build import build_lm_store
 from lightning_kd.cache.lm_fidelity import describe
+from lightning_kd.cache.lm_server import CompletionsServer, build_lm_store_from_server
 from lightning_kd.cache.lm_store import LMTeacherStore, StoreDtype
 from lightning_kd.cache.lm_teacher import CachedLMTeacher
 from lightning_kd.core.lm import CausalLMTeacher
@@ -29,13 +32,26 @@ def build_from_recipe(
     device: str | None = None,
     overwrite: bool = False,
     seed: int = 0,
+    server: CompletionsServer | None = None,
 ) -> LMTeacherStore:
     """Build the store a recipe's :class:`CachedLMTeacher` reads: its teacher model and checkpoint, its data
     module, its module's ``temperature``, its ``kind``; ``out`` defaults to the teacher's ``path``; ``seed`` seeds
-    a sampled store's draws."""
+    a sampled store's draws. With ``server`` the teacher's answers come from it (a top-k store; the recipe's teacher
+    model, if any, is not run)."""
     cli = build_cli([a for c in configs for a in ("--config", str(c))] + list(overrides), run=False)
     component = cli.model.teacher
     kind = getattr(component, "kind", "topk")
+    temperature = float(getattr(cli.model, "temperature", 1.0))
+    if server is not None:
+        if kind != "topk":
+            raise ValueError(
+                "a server returns its top-N log-probabilities only, so tokens cannot be drawn from its whole "
+                "distribution: give the recipe's CachedLMTeacher kind: topk to fill a store from --server."
+            )
+        out = out or getattr(component, "path", None)
+        if out is None:
+            raise ValueError("the recipe's teacher is not a CachedLMTeacher with a `path`: pass --out.")
+        return build_lm_store_from_server(server, cli.datamodule, out, k, temperature, dtype, batch_size, overwrite)
     if isinstance(component, CachedLMTeacher):
         if component.live is None:
             raise ValueError("the recipe's CachedLMTeacher has no `model` to run: give it the teacher network.")
@@ -46,7 +62,6 @@ def build_from_recipe(
         raise ValueError(f"cannot build an LM store for a {type(component).__name__} teacher.")
     if out is None:
         raise ValueError("the recipe's teacher is not a CachedLMTeacher with a `path`: pass --out.")
-    temperature = float(getattr(cli.model, "temperature", 1.0))
     return build_lm_store(
         teacher, cli.datamodule, out, k, temperature, dtype, batch_size, device, overwrite, kind=kind, seed=seed
     )
@@ -65,14 +80,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    parser.add_argument("--server", help="fill from this OpenAI-compatible completions server (e.g. vLLM's) instead")
+    parser.add_argument("--server_model", help="the served model's name (default: the first /v1/models lists)")
+    parser.add_argument("--retries", type=int, default=5, help="retries per request to --server (default 5)")
     opts, overrides = parser.parse_known_args(argv)
     start = time.perf_counter()
+    server = CompletionsServer(opts.server, opts.server_model, retries=opts.retries) if opts.server else None
     store = build_from_recipe(
-        opts.config, overrides, opts.out, opts.k, opts.dtype, opts.batch_size, opts.device, opts.overwrite, opts.seed
+        opts.config,
+        overrides,
+        opts.out,
+        opts.k,
+        opts.dtype,
+        opts.batch_size,
+        opts.device,
+        opts.overwrite,
+        opts.seed,
+        server,
     )
     n, seq_len, k = store.arrays["logprobs"].shape
+    source = f" from {store.meta['server_model']} at {store.meta['server_url']}" if opts.server else ""
     print(
-        f"LM teacher store {store.path} ({store.meta['kind']}): {n} sequences x {seq_len} tokens, k={k}, "
+        f"LM teacher store {store.path} ({store.meta['kind']}{source}): {n} sequences x {seq_len} tokens, k={k}, "
         f"T={store.meta['temperature']}, {store.nbytes / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s\n"
         f"  fidelity: {describe(store.meta['fidelity'])}"
     )

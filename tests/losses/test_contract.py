@@ -247,8 +247,13 @@ def _chunked_sparse() -> Case:
     return Case(
         lambda s, t: _chunked_sums(
             losses.chunked_sparse_distill_loss(
-                s[0], s[1], None, *t[0].log_softmax(-1).topk(3), TOKEN_LABELS,
-                loss=losses.topk_bucket_distill_loss, chunk_size=4,
+                s[0],
+                s[1],
+                None,
+                *t[0].log_softmax(-1).topk(3),
+                TOKEN_LABELS,
+                loss=losses.topk_bucket_distill_loss,
+                chunk_size=4,
             )  # fmt: skip
         ),
         [_leaf(6, 8), _leaf(10, 8)],
