@@ -122,3 +122,35 @@ def refuse_bad_lm_values(path: Path, arrays: dict[str, np.ndarray], meta: dict[s
             f"LM teacher store {str(path)!r} ({files}) holds {found}.{hint} It was built from a diverged teacher, "
             f"written by another tool or damaged; {REBUILD}."
         )
+
+
+def open_lm_rows(file: Path, shape: tuple[int, ...], dtype: str, rows: range) -> np.ndarray:
+    """Memory-map only ``rows`` (along the first axis) of the ``.npy`` ``file``, after checking from its header
+    that it holds ``shape`` of ``dtype``: a process that reads a block of a store maps that block alone."""
+    expected = f"shape {shape} of {dtype} (from meta.json)"
+    if not file.is_file():
+        raise FileNotFoundError(f"LM teacher store file {str(file)!r} is missing ({expected} was expected); {REBUILD}.")
+    with open(file, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            header = read(f)  # (shape, fortran_order, dtype)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(
+                f"LM teacher store file {str(file)!r} is truncated or corrupted ({err}); {expected} was expected; "
+                f"{REBUILD}."
+            ) from err
+        offset = f.tell()
+    found, fortran, found_dtype = header
+    if tuple(found) != shape or str(found_dtype) != dtype or fortran:
+        raise ValueError(
+            f"LM teacher store file {str(file)!r} holds shape {tuple(found)} of {found_dtype}, but {expected} was "
+            f"expected: it was replaced or belongs to another build; {REBUILD}."
+        )
+    if not 0 <= rows.start <= rows.stop <= shape[0]:
+        raise ValueError(f"rows {rows.start}..{rows.stop} are outside the store's {shape[0]} sequences.")
+    row_bytes = math.prod(shape[1:]) * np.dtype(dtype).itemsize
+    if file.stat().st_size < offset + shape[0] * row_bytes:
+        raise ValueError(f"LM teacher store file {str(file)!r} is truncated ({expected} was expected); {REBUILD}.")
+    view = (len(rows), *shape[1:])
+    return np.memmap(file, dtype=dtype, mode="r", offset=offset + rows.start * row_bytes, shape=view)

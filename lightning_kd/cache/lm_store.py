@@ -49,6 +49,7 @@ from lightning_kd.cache.lm_checks import (
     changed_files,
     expected_arrays,
     open_lm_array,
+    open_lm_rows,
     read_lm_meta,
     refuse_bad_lm_values,
 )
@@ -75,8 +76,11 @@ _FIXES = {
 class LMTeacherStore:
     """The on-disk top-k store (see the module docstring): create, write, finish, open, check, lookup."""
 
-    def __init__(self, path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray], rows: range | None = None
+    ) -> None:
         self.path, self.meta, self.arrays = Path(path), meta, arrays
+        self.rows = rows if rows is not None else range(int(meta["num_sequences"]))
 
     @classmethod
     def create(
@@ -178,10 +182,13 @@ class LMTeacherStore:
         _write_meta(self.path, self.meta)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> LMTeacherStore:
+    def open(cls, path: str | os.PathLike, rows: range | None = None) -> LMTeacherStore:
         """A finished store, memory-mapped read-only, checked (:mod:`lightning_kd.cache.lm_checks`): its files
         against ``meta.json`` and the sha256 recorded at build; the values scanned when the bytes differ from that
-        record or there is none. Each refusal names the file and the fix."""
+        record or there is none. Each refusal names the file and the fix.
+
+        ``rows``: map only these sequences (a DDP rank's block, :mod:`lightning_kd.data.rank_shards`); their values
+        are scanned instead of the files' sha256 (which would read every row), and other sequences are refused."""
         path = Path(path)
         if not (path / "meta.json").is_file():
             what = "is not a folder" if path.is_file() else "has no meta.json"
@@ -198,9 +205,14 @@ class LMTeacherStore:
                 f"{path}: the build stopped before the end (meta.json complete: false); run the same lightning-kd "
                 "cache-lm command again to finish it."
             )
+        expected = expected_arrays(meta)
+        if rows is not None:
+            arrays = {name: open_lm_rows(path / f"{name}.npy", *expected[name], rows) for name in ("logprobs", "ids")}
+            arrays["done"] = open_lm_array(path / "done.npy", *expected["done"], "r")
+            refuse_bad_lm_values(path, arrays, meta)
+            return cls(path, meta, arrays, rows)
         arrays = {
-            name: open_lm_array(path / f"{name}.npy", shape, dtype, "r")
-            for name, (shape, dtype) in expected_arrays(meta).items()
+            name: open_lm_array(path / f"{name}.npy", shape, dtype, "r") for name, (shape, dtype) in expected.items()
         }
         changed = changed_files(path, meta)
         if changed != []:  # bytes other than those recorded at build, or no record: what is in them is checked
@@ -236,13 +248,18 @@ class LMTeacherStore:
         """``(logprobs fp32, ids int64)`` ``(B, L, k)`` of sequences ``indices`` on ``device``. ``indices`` on the
         host (the loader's copy) are read without waiting for the device; device ones are copied back first."""
         rows = indices.cpu().numpy()
-        n = self.meta["num_sequences"]
-        bad = rows[(rows < 0) | (rows >= n)]
+        n, mine = self.meta["num_sequences"], self.rows
+        bad = rows[(rows < mine.start) | (rows >= mine.stop)]
         if len(bad):
             raise IndexError(
                 f"sequence index {int(bad[0])} is outside the store's {n} sequences: the training data is not the "
                 "one the store was built on."
+                if len(mine) == n or not 0 <= int(bad[0]) < n
+                else f"sequence index {int(bad[0])} is outside this process's rows {mine.start}..{mine.stop - 1} of "
+                "the store (opened for its rank's block): the data module's sampler gave another rank's sequence; use "
+                "rank_shards: true on the data module, whose sampler keeps each rank on its block."
             )
+        rows = rows - mine.start
         logprobs = torch.from_numpy(np.asarray(self.arrays["logprobs"][rows]))
         ids = torch.from_numpy(np.asarray(self.arrays["ids"][rows]))
         if device is not None and torch.device(device).type == "cuda":

@@ -86,7 +86,8 @@ class CachedLMTeacher(TeacherBase):
                 f"CachedLMTeacher looks the teacher up by sequence index: set with_indices: true on the data module "
                 f"({type(datamodule).__name__})."
             )
-        store = LMTeacherStore.open(self.path)
+        rows = datamodule.store_rows() if hasattr(datamodule, "store_rows") else None
+        store = LMTeacherStore.open(self.path, rows=rows)  # a rank of rank_shards maps its block only
         expected = {
             "data_fingerprint": tokens_fingerprint(training_tokens(datamodule)),
             "vocab_fingerprint": getattr(datamodule, "vocab_fingerprint", None),

@@ -19,19 +19,22 @@ draws. They are put back just before the resumed run's first batch is moved. Thi
 says so).
 
 Single process only: under DDP Lightning replaces the sampler by its ``DistributedSampler``, which restarts the
-epoch.
+epoch — unless the data module shards the rows by rank (``rank_shards``, :mod:`lightning_kd.data.rank_shards`),
+whose sampler Lightning keeps and which starts at the rank's position (not yet tested under DDP).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from lightning_kd.core.rng import rng_state, set_rng_state, torch_rng_state
 from lightning_kd.data.host_batch import HostBatch
 from lightning_kd.data.sampling import EpochShuffleSampler
+
+_Order = TypeVar("_Order", bound=Sampler)  # EpochShuffleSampler, RankShardSampler: an epoch and a start
 
 
 class PositionedLoader(DataLoader):
@@ -62,7 +65,7 @@ class ResumableData(HostBatch):
         """``{"data": fingerprint of the training split, "seed": the shuffle seed}``; override in subclasses."""
         raise NotImplementedError
 
-    def training_sampler(self, sampler: EpochShuffleSampler) -> EpochShuffleSampler:
+    def training_sampler(self, sampler: _Order) -> _Order:
         """``sampler`` (the training order), started where a resumed run left off; remembered for :meth:`state_dict`."""
         sampler.start = self.samples_to_skip
         self._train_sampler = sampler

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_kd.data.cross_text import AlignedSequences, TeacherTokenization
 from lightning_kd.data.fingerprint import tokens_fingerprint
+from lightning_kd.data.rank_shards import RankShardSampler, rank_rows
 from lightning_kd.data.resume import PositionedLoader, ResumableData
 from lightning_kd.data.sampling import EpochShuffleSampler, ReplayShuffleSampler
 from lightning_kd.data.text_corpus import TextCorpus, stdlib_corpus
@@ -133,6 +134,9 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
             predictions (:mod:`lightning_kd.data.cross_text`).
         teacher_bpe_vocab_size: instead of ``teacher_tokenizer``: the library's BPE of this size trained on the
             training files (the teacher of the stdlib recipes, when the student gets another ``vocab_size``).
+        rank_shards: under several processes (DDP), each rank trains on its own contiguous block of the training
+            sequences and an offline teacher store is opened for that block only
+            (:mod:`lightning_kd.data.rank_shards`); ``False``: Lightning's sampler deals out a global shuffle.
 
     Example:
         >>> dm = PackedTextDataModule(seq_len=128); dm.setup()  # doctest: +SKIP
@@ -158,6 +162,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         with_indices: bool = False,
         teacher_tokenizer: TokenizerSource = None,
         teacher_bpe_vocab_size: int | None = None,
+        rank_shards: bool = False,
     ) -> None:
         super().__init__()
         if text_files is not None and text_dir is not None:
@@ -190,7 +195,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         self.batch_size, self.seq_len, self.bpe_vocab_size = batch_size, seq_len, vocab_size
         self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
         self.max_train_tokens, self.min_frequency = max_train_tokens, min_frequency
-        self.with_indices = with_indices
+        self.with_indices, self.rank_shards = with_indices, rank_shards
         # a given tokenizer is loaded now (a path that is not there fails here); the default BPE is trained lazily
         self._tokenizer: Any = load_tokenizer(tokenizer, local_files_only=False) if tokenizer is not None else None
         self._teacher_tokenizer = None if teacher_tokenizer is None else load_tokenizer(teacher_tokenizer, False)
@@ -261,8 +266,23 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        sampler = self.training_sampler(ReplayShuffleSampler(self.splits["train"], self.seed))
+        world, rank = self._world()
+        order = (
+            RankShardSampler(self.splits["train"], world, rank, self.seed)
+            if self.rank_shards and world > 1
+            else ReplayShuffleSampler(self.splits["train"], self.seed)
+        )
+        sampler = self.training_sampler(order)
         return seeded_loader(self.splits["train"], self.batch_size, sampler, self.num_workers, _keep_batch)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
+
+    def store_rows(self) -> range | None:
+        """The training rows this process reads (``rank_shards`` under several processes), ``None``: all."""
+        world, rank = self._world()
+        return rank_rows(len(self.splits["train"]), world, rank) if self.rank_shards and world > 1 else None
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

@@ -231,8 +231,6 @@ def test_lm_offline_step_benchmark_times_both_paths_on_the_same_batches(tmp_path
     assert result["bytes_per_token"] == 8 * 6 and result["tokens_per_step"] == 16
     cases = {"live", "live_chunked", "offline", "offline_uniform", "offline_sampled", "offline_chunked",
              "offline_sampled_chunked"}  # fmt: skip
-    assert set(result["ms_per_step"]) == cases and all(
-        v > 0 for v in result["ms_per_step"].values()
-    )
+    assert set(result["ms_per_step"]) == cases and all(v > 0 for v in result["ms_per_step"].values())
     assert result["offline_vs_live"] == pytest.approx(result["ms_per_step"]["offline"] / result["ms_per_step"]["live"])
     assert result["sampled_store_build_s"] > 0
