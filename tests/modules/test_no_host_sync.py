@@ -283,17 +283,22 @@ def test_causal_lm_modules_read_nothing_from_the_device_in_a_training_step(case,
     assert spy.checked and not spy.reads, spy.reads
 
 
-@pytest.mark.parametrize("tail", ["bucket", "uniform"])
-def test_an_offline_lm_store_is_read_with_the_host_indices(tail, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "tail, kind, chunk",
+    [("bucket", "topk", None), ("uniform", "topk", None), ("bucket", "sampled", None), ("bucket", "topk", 8),
+     ("bucket", "sampled", 8)],
+    ids=["bucket", "uniform", "sampled", "bucket-chunked", "sampled-chunked"],
+)  # fmt: skip
+def test_an_offline_lm_store_is_read_with_the_host_indices(tail, kind, chunk, monkeypatch, tmp_path):
     from lightning_kd.cache.lm_build import build_lm_store
     from lightning_kd.cache.lm_teacher import CachedLMTeacher
     from lightning_kd.modules.causal_lm import CausalLMDistillation
 
     data = _text(tmp_path, with_indices=True)
     data.setup()
-    build_lm_store(tiny(1), data, tmp_path / "store", k=8, device="cpu")
+    build_lm_store(tiny(1), data, tmp_path / "store", k=8, device="cpu", kind=kind)
     with spying(monkeypatch, CausalLMDistillation) as (cls, spy):
-        module = cls(CachedLMTeacher(str(tmp_path / "store"), tail=tail), tiny(2), chunk_size=None)
+        module = cls(CachedLMTeacher(str(tmp_path / "store"), tail=tail, kind=kind), tiny(2), chunk_size=chunk)
         _fit(module, _text(tmp_path, with_indices=True))
     assert spy.checked and not spy.reads, spy.reads
 
