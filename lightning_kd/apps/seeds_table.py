@@ -1,4 +1,6 @@
-"""The tables of ``lightning-kd seeds``: per run, mean ± std over seeds, every seed, paired differences."""
+"""The tables of ``lightning-kd seeds``: per run, mean ± std over seeds with a 95 % t-interval, every seed, and
+the paired difference against the baseline with its own 95 % t-interval; a run is *beyond the noise* when that
+interval excludes 0 (Student's t on the per-seed differences, ``n − 1`` degrees of freedom)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,23 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """The ``level`` Student-t interval of the mean, ``mean ± t_{(1+level)/2, n−1} · s / √n``; ``None`` below two
+    values (one value has no spread).
+
+    Example:
+        >>> [round(x, 4) for x in t_interval([0.05, 0.04, 0.03])]  # 0.04 ± 4.3027 · 0.01 / √3
+        [0.0152, 0.0648]
+    """
+    if len(values) < 2:
+        return None
+    from scipy.stats import t  # scikit-learn's dependency
+
+    mean, std = _mean_std(values)
+    half = float(t.ppf((1 + level) / 2, len(values) - 1)) * std / math.sqrt(len(values))
+    return [mean - half, mean + half]
 
 
 def collect(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -51,16 +70,15 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
         for metric in study["metrics"]:
             values = {s: r["metrics"][metric] for s, r in ok.items() if r["metrics"].get(metric) is not None}
             mean, std = _mean_std(list(values.values()))
-            entry: dict[str, Any] = {"mean": mean, "std": std, "per_seed": values}
+            entry: dict[str, Any] = {"mean": mean, "std": std, "ci95": t_interval(list(values.values())),
+                                     "per_seed": values}  # fmt: skip
             if baseline is not None and name != baseline:
                 diffs = {s: v - base[s]["metrics"][metric] for s, v in values.items() if s in base}
                 d_mean, d_std = _mean_std(list(diffs.values()))
-                b_mean, b_std = _mean_std([base[s]["metrics"][metric] for s in base])
-                entry["diff"] = {"mean": d_mean, "std": d_std, "per_seed": diffs}
-                # the issue's criterion: the means differ by more than the two standard deviations combined
-                # judged only with two seeds or more on both sides (one seed has no spread to compare with)
-                judged = len(values) >= 2 and len(base) >= 2
-                entry["beyond_noise"] = (abs(mean - b_mean) > std + b_std) if judged else None
+                ci = t_interval(list(diffs.values()))
+                entry["diff"] = {"mean": d_mean, "std": d_std, "ci95": ci, "per_seed": diffs}
+                # beyond the noise: the paired difference's 95 % interval excludes 0 (two paired seeds at least)
+                entry["beyond_noise"] = (ci[0] > 0 or ci[1] < 0) if ci is not None else None
             row["metrics"][metric] = entry
         fit = [r.get("fit_seconds", math.nan) for r in ok.values()]
         row["fit_seconds"] = statistics.fmean(fit) if fit else math.nan
@@ -75,24 +93,32 @@ def _pct(x: float, metric: str) -> str:
     return f"{100 * x:.2f}" if metric.endswith("acc") else f"{x:.4f}"
 
 
+def _interval(ci: list[float] | None, metric: str) -> str:
+    return "–" if not ci else f"{_pct(ci[0], metric)} … {_pct(ci[1], metric)}"
+
+
 def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[int]) -> str:
     metric = study["metrics"][0]
     unit = " (%)" if metric.endswith("acc") else ""
     baseline = study.get("baseline")
     lines = [
-        f"{metric}{unit} over seeds {list(seeds)}: mean ± std (sample std), every seed, and the paired difference "
-        f"against `{baseline}` on the same seed"
+        f"{metric}{unit} over seeds {list(seeds)}: mean ± std (sample std) and its 95 % t-interval, every seed, and "
+        f"the paired difference against `{baseline}` on the same seed with its 95 % t-interval"
         + ("" if baseline else " (no baseline)")
-        + "; *beyond noise*: the means differ by more than the two stds combined.",
+        + "; *beyond noise*: that interval excludes 0. Each figure is the published model's (the recipe's "
+        "`checkpoint.publish`: the last epoch's in the shipped recipes; no selection on the evaluated split).",
         "",
-        f"| run | {metric} | per seed | vs {baseline or '–'} (paired) | beyond noise | fit time (s) | notes |",
-        "|---|---|---|---|---|---|---|",
+        f"| run | {metric} | 95 % interval | per seed | vs {baseline or '–'} (paired) [95 % interval] | beyond noise "
+        "| fit time (s) | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         m = row["metrics"][metric]
         per_seed = " / ".join(_pct(v, metric) for v in m["per_seed"].values()) or "–"
         diff = m.get("diff")
         diff_s = f"{_pct(diff['mean'], metric)} ± {_pct(diff['std'], metric)}" if diff and diff["per_seed"] else "–"
+        if diff and diff.get("ci95"):
+            diff_s += f" [{_interval(diff['ci95'], metric)}]"
         verdict = m.get("beyond_noise")
         noise = "–" if row["run"] == baseline or verdict is None else ("yes" if verdict else "no")
         notes = []
@@ -101,7 +127,8 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
         if row["missing"]:
             notes.append(f"not run yet: seeds {row['missing']}")
         lines.append(
-            f"| {row['run']} | {_pct(m['mean'], metric)} ± {_pct(m['std'], metric)} | {per_seed} | {diff_s} | "
+            f"| {row['run']} | {_pct(m['mean'], metric)} ± {_pct(m['std'], metric)} | "
+            f"{_interval(m.get('ci95'), metric)} | {per_seed} | {diff_s} | "
             f"{noise} | {row['fit_seconds']:.0f} | {'; '.join(notes)} |"
         )
     lines += ["", "Commands (the first seed; the others change `--seed_everything` and the folder):", "", "```bash"]

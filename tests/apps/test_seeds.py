@@ -110,15 +110,25 @@ def test_tables_from_hand_made_results(tmp_path):
     rows = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0, 1, 2])["rows"]}
     assert rows["a"]["mean"] == pytest.approx(0.92) and rows["a"]["std"] == pytest.approx(0.02)
     assert rows["b"]["mean"] == pytest.approx(0.96) and rows["b"]["std"] == pytest.approx(0.01)
-    # paired: 0.05, 0.04, 0.03 -> mean 0.04, std 0.01; |0.96 - 0.92| = 0.04 > 0.02 + 0.01 -> beyond noise
+    # paired: 0.05, 0.04, 0.03 -> mean 0.04, std 0.01; 95 % t-interval 0.04 ± t(0.975, 2) · 0.01 / √3, with
+    # t(0.975, 2) = 4.3027 (a t-table): ± 0.02484 -> [0.01516, 0.06484], 0 outside -> beyond the noise
     assert rows["b"]["diff"]["mean"] == pytest.approx(0.04) and rows["b"]["diff"]["std"] == pytest.approx(0.01)
+    assert rows["b"]["diff"]["ci95"] == pytest.approx([0.01516, 0.06484], abs=1e-5)
+    assert rows["a"]["ci95"] == pytest.approx([0.92 - 0.04968, 0.92 + 0.04968], abs=1e-5)  # 4.3027 · 0.02 / √3
     assert rows["b"]["beyond_noise"] is True
     md = (tmp_path / "results.md").read_text()
-    assert "| b | 96.00 ± 1.00 | 95.00 / 96.00 / 97.00 | 4.00 ± 1.00 | yes |" in md
+    assert "| b | 96.00 ± 1.00 | 93.52 … 98.48 | 95.00 / 96.00 / 97.00 | 4.00 ± 1.00 [1.52 … 6.48] | yes |" in md
     assert "not run yet" not in md
     one = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0])["rows"]}
     assert one["b"]["beyond_noise"] is None  # one seed: no spread, no verdict
-    assert "| b | 95.00 ± 0.00 | 95.00 | 5.00 ± 0.00 | – |" in (tmp_path / "results.md").read_text()
+    assert "| b | 95.00 ± 0.00 | – | 95.00 | 5.00 ± 0.00 | – |" in (tmp_path / "results.md").read_text()
+    # a gain whose interval reaches 0 is not beyond the noise, however far the means are: 0.06, 0.0, 0.03
+    for seed, acc in enumerate([0.96, 0.92, 0.97]):
+        (tmp_path / "b" / f"seed_{seed}" / "result.json").write_text(
+            json.dumps({"status": "ok", "metrics": {"test/acc": acc}, "fit_seconds": 10.0, "commands": ["x"]})
+        )
+    noisy = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0, 1, 2])["rows"]}
+    assert noisy["b"]["diff"]["ci95"][0] < 0 < noisy["b"]["diff"]["ci95"][1] and noisy["b"]["beyond_noise"] is False
     rows = {r["run"]: r for r in write_tables(study, tmp_path, [0, 1, 2, 3])["rows"]}
     assert rows["b"]["missing"] == [3]
     assert "not run yet: seeds [3]" in (tmp_path / "results.md").read_text()
