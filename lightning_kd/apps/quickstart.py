@@ -6,12 +6,20 @@ writes the teacher-vs-distilled-student report (accuracy, parameters, FLOPs, CPU
 student's ONNX/``.pt2`` exports into ``<out_dir>/report/`` and prints its main table. The recipes in
 ``configs/digits/`` run the same three trainings through the CLI; ``lightning-kd report`` writes the same report
 for any checkpoint.
+
+The figures reproduce: the runs are seeded and deterministic, the CPU thread count is pinned (``--threads``,
+default 2: the float sums, hence the figures, depend on it) and printed with the torch and Lightning versions and
+the commit; a teacher checkpoint is reused only when it was trained with this recipe (seed, epochs, widths,
+optimizer, data, threads: its file name carries a key of them), so a stale one never stands in for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import subprocess
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -40,14 +48,51 @@ def make_student() -> nn.Module:
     return MLP(in_features=64, num_classes=10, hidden=(32,))
 
 
+#: the CPU threads the quickstart trains with unless told otherwise: its figures (README) are for this count
+DEFAULT_THREADS = 2
+
+
+def teacher_recipe(epochs: int, seed: int, threads: int) -> dict:
+    """What produces the quickstart's teacher: a reused checkpoint must come from exactly this."""
+    return {
+        "model": "SmallCNN(in_channels=1, num_classes=10, widths=(32, 64, 128))", "epochs": epochs, "seed": seed,
+        "optimizer": "Adam(lr=3e-3)", "data": "DigitsDataModule(batch_size=64, seed=0)", "threads": threads,
+        "torch": torch.__version__,
+    }  # fmt: skip
+
+
+def teacher_path(out: Path, recipe: dict) -> Path:
+    """``<out>/teacher/teacher-<key>.ckpt``: the key is a digest of ``recipe``, so another recipe has another file
+    (and none replaces another's)."""
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return out / "teacher" / f"teacher-{key}.ckpt"
+
+
+def provenance() -> dict:
+    """The versions and the commit a run's figures come from."""
+    import lightning_kd
+
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "torch": torch.__version__, "lightning": L.__version__, "lightning_kd": lightning_kd.__version__,
+        "commit": commit or "not a git checkout",
+    }  # fmt: skip
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _trainer(epochs: int, out: Path, name: str, ckpt_dir: Path | None = None) -> L.Trainer:
+def _trainer(epochs: int, out: Path, name: str, ckpt_dir: Path | None = None, filename: str | None = None) -> L.Trainer:
     callbacks = []
     if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=name, enable_version_counter=False))
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=filename or name, enable_version_counter=False))
     return L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -67,27 +112,40 @@ def run(
     seed: int = 0,
     retrain_teacher: bool = False,
     report: bool = True,
+    threads: int = DEFAULT_THREADS,
 ) -> dict:
-    """Train teacher (unless its checkpoint exists), student alone and student with KD; return results.
+    """Train teacher (unless a checkpoint of this recipe exists), student alone and student with KD on ``threads``
+    CPU threads; return results.
 
     With ``report``, the teacher-vs-student report of the distilled student goes to ``<out_dir>/report/``
     (``results["report"]``, see :func:`~lightning_kd.report.run.run_report`). It describes this run's
     checkpoints, which a new run replaces, so a new run replaces the report as well.
     """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}; the README's figures are for {DEFAULT_THREADS}.")
+    torch.set_num_threads(threads)
     out = Path(out_dir)
-    teacher_ckpt = out / "teacher" / "teacher.ckpt"
+    recipe = teacher_recipe(epochs, seed, threads)
+    teacher_ckpt = teacher_path(out, recipe)
     optimizer = partial(torch.optim.Adam, lr=3e-3)
     data = DigitsDataModule(batch_size=64, seed=0)
-    results: dict = {}
+    results: dict = {"threads": threads, "provenance": provenance(), "teacher_ckpt": str(teacher_ckpt)}
     start = time.perf_counter()
 
     if retrain_teacher or not teacher_ckpt.is_file():
-        print(f"[1/3] training the teacher ({epochs} epochs) -> {teacher_ckpt}", flush=True)
+        print(
+            f"[1/3] training the teacher ({epochs} epochs, seed {seed}, {threads} threads) -> {teacher_ckpt}",
+            flush=True,
+        )
         L.seed_everything(seed, verbose=False)
-        trainer = _trainer(epochs, out, "teacher", ckpt_dir=out / "teacher")
+        trainer = _trainer(epochs, out, "teacher", ckpt_dir=out / "teacher", filename=teacher_ckpt.stem)
         trainer.fit(ClassificationModule(make_teacher(), optimizer=optimizer), data)
+        teacher_ckpt.with_suffix(".json").write_text(json.dumps(recipe, indent=2))
     else:
-        print(f"[1/3] reusing the teacher in {teacher_ckpt}", flush=True)
+        print(
+            f"[1/3] reusing the teacher in {teacher_ckpt} (its recipe is this run's: {teacher_ckpt.stem}.json)",
+            flush=True,
+        )
 
     print(f"[2/3] training the student alone ({epochs} epochs)", flush=True)
     L.seed_everything(seed, verbose=False)
@@ -161,6 +219,12 @@ def format_table(r: dict) -> str:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines.append(f"\ncompression ratio (teacher/student parameters): {ratio:.1f}x")
     lines.append(f"KD gain over the student alone: {100 * (r['student_kd'] - r['student_alone']):+.2f} points")
+    if "provenance" in r:
+        p = r["provenance"]
+        lines.append(
+            f"{r['threads']} CPU thread(s); torch {p['torch']}, lightning {p['lightning']}, lightning-kd "
+            f"{p['lightning_kd']} (commit {p['commit']})"
+        )
     return "\n".join(lines)
 
 
@@ -174,9 +238,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--retrain-teacher", action="store_true", help="train the teacher even if its checkpoint exists"
     )
     parser.add_argument("--no-report", action="store_true", help="skip the teacher-vs-student report and exports")
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS,
+        help=f"CPU threads (default {DEFAULT_THREADS}: the README's figures are for it; others give other figures)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    r = run(args.out_dir, args.epochs, args.seed, args.retrain_teacher, report=not args.no_report)
+    r = run(args.out_dir, args.epochs, args.seed, args.retrain_teacher, report=not args.no_report, threads=args.threads)
     print("\nDigits (scikit-learn 8x8, 359 test images), seed", args.seed)
     print(format_table(r))
     if "report" in r:
