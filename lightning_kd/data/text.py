@@ -282,7 +282,10 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
     def store_rows(self) -> range | None:
         """The training rows this process reads (``rank_shards`` under several processes), ``None``: all."""
         world, rank = self._world()
-        return rank_rows(len(self.splits["train"]), world, rank) if self.rank_shards and world > 1 else None
+        if not (self.rank_shards and world > 1):
+            return None
+        self.setup()
+        return rank_rows(len(self.splits["train"]), world, rank)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
