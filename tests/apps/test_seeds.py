@@ -129,6 +129,9 @@ def test_tables_from_hand_made_results(tmp_path):
         )
     noisy = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0, 1, 2])["rows"]}
     assert noisy["b"]["diff"]["ci95"][0] < 0 < noisy["b"]["diff"]["ci95"][1] and noisy["b"]["beyond_noise"] is False
+    # a metric no run logged (e.g. val/bpb of a study without byte counts) gives "–", not a crash
+    both = write_tables({**study, "metrics": ["test/acc", "test/bpb"]}, tmp_path, [0, 1, 2])["rows"]
+    assert [r["metrics"]["test/bpb"]["per_seed"] for r in both] == [{}, {}]
     rows = {r["run"]: r for r in write_tables(study, tmp_path, [0, 1, 2, 3])["rows"]}
     assert rows["b"]["missing"] == [3]
     assert "not run yet: seeds [3]" in (tmp_path / "results.md").read_text()
