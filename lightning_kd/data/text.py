@@ -16,16 +16,15 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lightning_kd.data.cross_text import AlignedSequences, TeacherTokenization
 from lightning_kd.data.fingerprint import tokens_fingerprint
+from lightning_kd.data.packed import IGNORE_INDEX, PackedSequences, keep_batch, seeded_loader, spread_rows
 from lightning_kd.data.rank_shards import RankShardSampler, rank_rows
-from lightning_kd.data.resume import PositionedLoader, ResumableData
-from lightning_kd.data.sampling import EpochShuffleSampler, ReplayShuffleSampler
+from lightning_kd.data.resume import ResumableData
+from lightning_kd.data.sampling import ReplayShuffleSampler
 from lightning_kd.data.text_corpus import TextCorpus, stdlib_corpus
 from lightning_kd.data.text_tokenizer import (
     TokenizerProperties,
@@ -36,59 +35,7 @@ from lightning_kd.data.text_tokenizer import (
 )
 from lightning_kd.data.tokenizer import as_transformers_tokenizer, train_bpe_tokenizer
 
-IGNORE_INDEX = -100
-"""The label of a position that takes no loss (PyTorch's ``cross_entropy`` default ``ignore_index``)."""
-
-
-def seeded_loader(
-    dataset: Dataset, batch_size: int, sampler: EpochShuffleSampler | None, num_workers: int, collate: Any
-) -> DataLoader:
-    """A DataLoader whose training order depends only on its sampler's seed and the epoch (paired runs see the same
-    batches, a resumed run the batches it would have seen); ``sampler=None``: in order (evaluation)."""
-    return (DataLoader if sampler is None else PositionedLoader)(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        # a generator of its own for the workers' seeds: the global RNG is left to the training step
-        generator=torch.Generator().manual_seed(sampler.seed if sampler is not None else 0),
-        drop_last=sampler is not None and len(dataset) > batch_size,
-        num_workers=num_workers,
-        collate_fn=collate,
-        persistent_workers=num_workers > 0,
-    )
-
-
-class PackedSequences(Dataset):
-    """Rows of a ``(N, L)`` token array as causal-LM samples; whole batches come from ``__getitems__``."""
-
-    def __init__(self, ids: np.ndarray, with_indices: bool = False) -> None:
-        self.ids, self.with_indices = ids, with_indices
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([index]).items()}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
-        input_ids = torch.from_numpy(self.ids[np.asarray(indices)].astype(np.int64))  # (B, L)
-        batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
-        if self.with_indices:
-            batch["index"] = torch.as_tensor(indices, dtype=torch.int64)  # (B,): an offline teacher's keys
-        return batch
-
-
-def _keep_batch(batch: Any) -> Any:
-    """Collate for :class:`PackedSequences`: ``__getitems__`` already returns the batch."""
-    return batch
-
-
-def spread_rows(rows: np.ndarray, keep: int) -> np.ndarray:
-    """``keep`` of the packed ``rows``, evenly spaced from the first to the last (all of them when ``keep`` is not
-    smaller): a deterministic subset that samples the whole corpus, not its first files."""
-    if keep >= len(rows):
-        return rows
-    return rows[np.linspace(0, len(rows) - 1, keep).round().astype(np.int64)]
+__all__ = ["IGNORE_INDEX", "PackedSequences", "PackedTextDataModule", "seeded_loader", "spread_rows"]
 
 
 class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperties, L.LightningDataModule):
@@ -125,6 +72,9 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         max_train_tokens: keep only this many training tokens (quick runs), as whole sequences spread evenly over
             the training stream, so every part of the corpus is seen (a prefix would be the alphabetically first
             files only); ``None``: all.
+        max_val_tokens: the same for the held-out split: a fixed sample of whole sequences spread evenly over all
+            held-out files (``limit_val_batches`` would take the first files only, an easier or harder slice than
+            the whole); ``None``: all of it.
         min_frequency: minimum count of a pair for a BPE merge (``tokenizer=None`` only).
         with_indices: training batches also carry ``"index"``, each sequence's row in the training split (the key
             of an offline teacher store, :class:`~lightning_kd.cache.CachedLMTeacher`).
@@ -158,6 +108,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         seed: int = 0,
         num_workers: int = 0,
         max_train_tokens: int | None = None,
+        max_val_tokens: int | None = None,
         min_frequency: int = 2,
         with_indices: bool = False,
         teacher_tokenizer: TokenizerSource = None,
@@ -181,10 +132,9 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
             )
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction={val_fraction} must be in (0, 1), e.g. 0.05 for 5% of the files.")
-        if max_train_tokens is not None and max_train_tokens < seq_len:
-            raise ValueError(
-                f"max_train_tokens={max_train_tokens} is less than one sequence: use at least seq_len={seq_len}."
-            )
+        for what, limit in (("max_train_tokens", max_train_tokens), ("max_val_tokens", max_val_tokens)):
+            if limit is not None and limit < seq_len:
+                raise ValueError(f"{what}={limit} is less than one sequence: use at least seq_len={seq_len}.")
         if text_files is not None:
             self.corpus = TextCorpus.from_files(text_files)
         elif text_dir is not None:
@@ -195,6 +145,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         self.batch_size, self.seq_len, self.bpe_vocab_size = batch_size, seq_len, vocab_size
         self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
         self.max_train_tokens, self.min_frequency = max_train_tokens, min_frequency
+        self.max_val_tokens = max_val_tokens
         self.with_indices, self.rank_shards = with_indices, rank_shards
         # a given tokenizer is loaded now (a path that is not there fails here); the default BPE is trained lazily
         self._tokenizer: Any = load_tokenizer(tokenizer, local_files_only=False) if tokenizer is not None else None
@@ -248,8 +199,9 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
                 )
             rows = stream[: n * self.seq_len].reshape(n, self.seq_len)
             kept = np.arange(n)
-            if name == "train" and self.max_train_tokens is not None:
-                kept = spread_rows(kept, self.max_train_tokens // self.seq_len)
+            limit = self.max_train_tokens if name == "train" else self.max_val_tokens
+            if limit is not None:
+                kept = spread_rows(kept, limit // self.seq_len)
                 rows = rows[kept]
                 n, stream = len(rows), rows.reshape(-1)
             indexed = self.with_indices and name == "train"
@@ -273,7 +225,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
             else ReplayShuffleSampler(self.splits["train"], self.seed)
         )
         sampler = self.training_sampler(order)
-        return seeded_loader(self.splits["train"], self.batch_size, sampler, self.num_workers, _keep_batch)
+        return seeded_loader(self.splits["train"], self.batch_size, sampler, self.num_workers, keep_batch)
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -289,7 +241,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return seeded_loader(self.splits["val"], self.batch_size, None, self.num_workers, _keep_batch)
+        return seeded_loader(self.splits["val"], self.batch_size, None, self.num_workers, keep_batch)
 
     def resume_key(self) -> dict[str, Any]:
         self.setup()

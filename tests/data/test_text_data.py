@@ -264,6 +264,13 @@ def test_packed_token_cache_is_reused_and_train_tokens_capped(tmp_path, corpus_d
     middle = round((n - 1) / 2)
     assert np.array_equal(capped.splits["train"].ids, dm.splits["train"].ids[[0, middle, n - 1]])
     assert capped.vocab_fingerprint == dm.vocab_fingerprint
+    # the held-out split the same way: a fixed sample spread over all held-out files, not the first batches' files
+    v = len(dm.splits["val"])
+    sampled = _tiny_module(corpus_dir, tmp_path / "cache", max_val_tokens=40)
+    sampled.setup()
+    assert v > 4 and len(sampled.splits["val"]) == 2 and sampled.stats["val_tokens"] == 32
+    assert np.array_equal(sampled.splits["val"].ids, dm.splits["val"].ids[[0, v - 1]])
+    assert np.array_equal(sampled.splits["train"].ids, dm.splits["train"].ids)  # training untouched
 
 
 def test_same_seed_same_batch_order(tmp_path, corpus_dir):
@@ -289,6 +296,7 @@ def test_same_seed_same_batch_order(tmp_path, corpus_dir):
         (dict(batch_size=-2), "batch_size must be >= 1, got -2"),
         (dict(val_fraction=1.0), r"val_fraction=1.0 must be in \(0, 1\)"),
         (dict(max_train_tokens=8), "max_train_tokens=8 .* seq_len=16"),
+        (dict(max_val_tokens=15), "max_val_tokens=15 is less than one sequence: use at least seq_len=16"),
         (dict(text_files=["a.txt"]), "text_files or text_dir"),
     ],
 )
