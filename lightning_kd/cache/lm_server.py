@@ -238,7 +238,8 @@ def build_lm_store_from_server(
             bad = int(ids[(ids >= vocab_size) | (ids < 0)][0])
             raise ServerError(
                 f"the server returned token id {bad}, outside the data tokenizer's {vocab_size} ids: its vocabulary "
-                "is another one; serve the teacher with the data's tokenizer."
+                "is another one (serve the teacher with the data's tokenizer), or its head is padded past the "
+                "tokenizer and puts top-k mass on padding rows (an untrained model?); the store was not finished."
             )
         store.write(torch.as_tensor(rows), torch.from_numpy(logprobs), torch.from_numpy(ids))
     mass = captured_mass(store.arrays["logprobs"], store.arrays["ids"])

@@ -139,3 +139,33 @@ def test_cache_lm_command_fills_from_a_server(tmp_path, capsys):
     assert f"(topk from teacher-7b at {server.url}/v1)" in out and "48 bytes/token" in out
     assert "held-out KL: not measured" in out
     assert json.loads((tmp_path / "store" / "meta.json").read_text())["server_model"] == "teacher-7b"
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_a_users_model_folder_served_fills_the_store_the_folder_builds_in_process(tmp_path, family):
+    """What users bring: a saved transformers folder and its tokenizer (Qwen: no BOS; Llama: <s> before every
+    text), the data module reading the folder's tokenizer, the server loading the same folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightning_kd.data.text import PackedTextDataModule
+    from tests.lm_families import model_folder
+
+    folder = model_folder(tmp_path / "models", family, seed=3)
+    data = PackedTextDataModule(
+        text_dir=str(write_corpus(tmp_path / "corpus")), pattern="*.py", tokenizer=str(folder), val_fraction=0.3,
+        seq_len=16, batch_size=4, cache_dir=str(tmp_path / "cache"), with_indices=True,
+    )  # fmt: skip
+    data.setup()
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with CompletionsTestServer(model, AutoTokenizer.from_pretrained(folder), name=folder.name) as server:
+        served = build_lm_store_from_server(client(server.url), data, tmp_path / "served", k=6, batch_size=8)
+    local = build_lm_store(AutoModelForCausalLM.from_pretrained(folder), data, tmp_path / "local", k=6)
+    ids_s, ids_l = np.asarray(served.arrays["ids"]), np.asarray(local.arrays["ids"])
+    lp_s, lp_l = (np.asarray(x.arrays["logprobs"], np.float32) for x in (served, local))
+    np.testing.assert_allclose(lp_s, lp_l, atol=2e-3)
+    # the same tokens, in the same order, except among exactly tied log-probabilities (a random model's
+    # untrained rows: the server orders ties by id, torch.topk as it comes)
+    differ = (ids_s != ids_l).any(-1)
+    tied = np.array([len(np.unique(row)) < len(row) for row in lp_l[differ]])
+    assert differ.mean() < 0.01 and tied.all()
+    assert served.meta["server_model"] == folder.name and served.meta["vocab_fingerprint"] == data.vocab_fingerprint
