@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
 pytest.importorskip("transformers")
 
@@ -20,8 +19,8 @@ from lightning_kd.cache.lm_store import LMTeacherStore  # noqa: E402
 from lightning_kd.cache.lm_teacher import CachedLMTeacher  # noqa: E402
 from lightning_kd.modules.causal_lm import CausalLMDistillation  # noqa: E402
 from tests.cache.completions_server import CompletionsTestServer  # noqa: E402
-from tests.cache.test_lm_store import fit, make_dm  # noqa: E402
-from tests.lm_helpers import V, tiny, write_corpus  # noqa: E402
+from tests.cache.test_lm_store import fit, make_dm, write_lm_recipe  # noqa: E402
+from tests.lm_helpers import tiny, write_corpus  # noqa: E402
 
 
 @pytest.fixture
@@ -115,22 +114,7 @@ def test_another_tokenizer_an_altered_prompt_too_few_logprobs_and_a_temperature_
 
 
 def test_cache_lm_command_fills_from_a_server(tmp_path, capsys):
-    corpus = write_corpus(tmp_path / "corpus")
-    llama = {"vocab_size": V, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_position": 64}
-    recipe = {
-        "seed_everything": 0,
-        "trainer": {"max_steps": 2, "accelerator": "cpu", "logger": False, "limit_val_batches": 1,
-                    "default_root_dir": str(tmp_path / "run"), "enable_progress_bar": False},
-        "model": {"class_path": "lightning_kd.modules.CausalLMDistillation", "init_args": {
-            "teacher": {"class_path": "lightning_kd.CachedLMTeacher", "init_args": {"path": str(tmp_path / "store")}},
-            "student": {"class_path": "lightning_kd.models.llama_lm", "init_args": {**llama, "seed": 2}},
-            "chunk_size": None, "temperature": 1.0}},
-        "data": {"class_path": "lightning_kd.data.PackedTextDataModule", "init_args": {
-            "text_dir": str(corpus), "pattern": "*.py", "vocab_size": V, "val_fraction": 0.3, "seq_len": 16,
-            "batch_size": 4, "cache_dir": str(tmp_path / "cache"), "with_indices": True}},
-    }  # fmt: skip
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = write_lm_recipe(tmp_path, {})  # no teacher model: the server is the teacher
     dm = make_dm(tmp_path)
     dm.setup()
     with CompletionsTestServer(tiny(1), dm.tokenizer, name="teacher-7b") as server:

@@ -151,18 +151,18 @@ def test_a_store_is_never_overwritten_unasked_and_an_interrupted_build_resumes(t
     torch.testing.assert_close(resumed.lookup(torch.arange(4))[0], full.lookup(torch.arange(4))[0])
 
 
-def test_cache_lm_command_builds_from_the_recipe_and_fit_reads_it(tmp_path, capsys, monkeypatch):
+def write_lm_recipe(tmp_path, teacher_init_args: dict):
+    """A recipe file: CausalLMDistillation of a tiny Llama from a CachedLMTeacher at ``tmp_path/store`` (with
+    ``teacher_init_args``), on the test corpus with sequence indices; two steps."""
     corpus = write_corpus(tmp_path / "corpus")
-    llama = {"vocab_size": V, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_position": 64}
     recipe = {
         "seed_everything": 0,
         "trainer": {"max_steps": 2, "accelerator": "cpu", "logger": False, "limit_val_batches": 1,
                     "default_root_dir": str(tmp_path / "run"), "enable_progress_bar": False},
         "model": {"class_path": "lightning_kd.modules.CausalLMDistillation", "init_args": {
-            "teacher": {"class_path": "lightning_kd.CachedLMTeacher", "init_args": {
-                "path": str(tmp_path / "store"),
-                "model": {"class_path": "lightning_kd.models.llama_lm", "init_args": {**llama, "seed": 1}}}},
-            "student": {"class_path": "lightning_kd.models.llama_lm", "init_args": {**llama, "seed": 2}},
+            "teacher": {"class_path": "lightning_kd.CachedLMTeacher",
+                        "init_args": {"path": str(tmp_path / "store"), **teacher_init_args}},
+            "student": {"class_path": "lightning_kd.models.llama_lm", "init_args": {**LLAMA, "seed": 2}},
             "chunk_size": None, "temperature": 1.0}},
         "data": {"class_path": "lightning_kd.data.PackedTextDataModule", "init_args": {
             "text_dir": str(corpus), "pattern": "*.py", "vocab_size": V, "val_fraction": 0.3, "seq_len": 16,
@@ -170,6 +170,16 @@ def test_cache_lm_command_builds_from_the_recipe_and_fit_reads_it(tmp_path, caps
     }  # fmt: skip
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+LLAMA = {"vocab_size": V, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_position": 64}
+
+
+def test_cache_lm_command_builds_from_the_recipe_and_fit_reads_it(tmp_path, capsys, monkeypatch):
+    path = write_lm_recipe(
+        tmp_path, {"model": {"class_path": "lightning_kd.models.llama_lm", "init_args": {**LLAMA, "seed": 1}}}
+    )
     cache_lm_main(["--config", str(path), "--k", "8"])
     out = capsys.readouterr().out
     assert "k=8" in out and "48 bytes/token" in out  # 8 x (2 bytes fp16 + 4 bytes int32)
