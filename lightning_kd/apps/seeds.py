@@ -17,20 +17,21 @@ baseline (same seed), training time and the exact commands — is written to ``<
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lightning_kd.apps.seeds_run import commands, fit_args, run_seed, worker  # noqa: F401 - fit_args: public
 from lightning_kd.apps.seeds_table import write_tables
+from lightning_kd.apps.seeds_tune import check_grids, choose, point_dir, point_run, points
 
+RUN_KEYS = {"configs", "pipeline", "args", "grid"}
 STUDY_KEYS = {
     "name",
     "seeds",
@@ -43,6 +44,7 @@ STUDY_KEYS = {
     "out_dir",
     "description",
     "evaluate",
+    "tune",
 }
 
 
@@ -86,6 +88,10 @@ def check_study(study: dict[str, Any], where: str) -> dict[str, Any]:
     study.setdefault("evaluate", "test")
     study.setdefault("seeds", [0, 1, 2])
     study.setdefault("metrics", ["test/acc"])
+    unknown = {n: sorted(set(r) - RUN_KEYS) for n, r in study["runs"].items() if set(r) - RUN_KEYS}
+    if unknown:
+        raise ValueError(f"{where}: unknown run keys {unknown}; a run takes {sorted(RUN_KEYS)}.")
+    check_grids(study, where)
     return study
 
 
@@ -100,92 +106,7 @@ def study_from_recipes(recipes: Sequence[str], baseline: str | None) -> dict[str
     return check_study({"name": "recipes", "runs": runs, "baseline": baseline}, "--recipe")
 
 
-def fit_args(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str]) -> list[str]:
-    """The ``lightning-kd fit`` arguments of one (run, seed)."""
-    args = [a for c in run["configs"] for a in ("--config", str(c))]
-    args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}"]
-    args += ["--checkpoint.dirpath=null", f"--checkpoint.publish_to={run_dir / 'model.ckpt'}"]
-    return [*args, *run.get("args", []), *extra]
-
-
-def commands(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str], evaluate: str = "test") -> list[str]:
-    """The shell commands that reproduce one (run, seed)."""
-    if "pipeline" in run:
-        args = [run["pipeline"], f"--out-dir={run_dir}", f"--seed_everything={seed}", *run.get("args", []), *extra]
-        return ["lightning-kd pipeline " + shlex.join(args)]
-    args = fit_args(run, seed, run_dir, extra)
-    test = [a for c in run["configs"] for a in ("--config", str(c))]
-    test += [f"--seed_everything={seed}", f"--ckpt_path={run_dir / 'model.ckpt'}"]
-    test += [*run.get("args", []), *extra]  # the evaluation reads the same data and model settings as the fit
-    return ["lightning-kd fit " + shlex.join(args), f"lightning-kd {evaluate} " + shlex.join(test)]
-
-
-# -- one (run, seed), in its own process ------------------------------------------------------------------------
-def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fit and test one (run, seed) in this process; returns the test metrics and timings."""
-    from lightning_kd.apps.cli import build_cli
-
-    run, seed, run_dir = spec["run"], spec["seed"], Path(spec["run_dir"])
-    start = time.perf_counter()
-    if "pipeline" in run:
-        from lightning_kd.apps.pipeline import run_pipeline
-
-        stages = run_pipeline(
-            run["pipeline"], [f"--seed_everything={seed}", *run.get("args", []), *spec["extra"]], run_dir
-        )
-        last = stages[-1]
-        return {"metrics": {"test/acc": last["test_acc"]}, "fit_seconds": time.perf_counter() - start, "stages": stages}
-    cli = build_cli(fit_args(run, seed, run_dir, spec["extra"]), run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    fit_seconds = time.perf_counter() - start
-    target = run_dir / "model.ckpt"
-    if not target.is_file():
-        raise RuntimeError(
-            f"the fit published no model at {target}; keep the `checkpoint:` settings of the base recipe."
-        )
-    evaluate = cli.trainer.validate if spec.get("evaluate") == "validate" else cli.trainer.test
-    test = evaluate(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
-    metrics = {k: float(v) for k, v in test.items()}
-    return {"metrics": metrics, "fit_seconds": fit_seconds, "test_seconds": time.perf_counter() - start - fit_seconds}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _worker(spec_json: str) -> None:
-    spec = json.loads(spec_json)
-    run_dir = Path(spec["run_dir"])
-    result: dict[str, Any] = {"run": spec["name"], "seed": spec["seed"], "commands": spec["commands"]}
-    try:
-        result.update(run_one(spec), status="ok")
-    except BaseException as err:  # noqa: BLE001 - a failed seed is reported, whatever failed
-        result.update(status="failed", error=f"{type(err).__name__}: {err}")
-        _write_json(run_dir / "result.json", result)
-        raise
-    _write_json(run_dir / "result.json", result)
-
-
 # -- the study ---------------------------------------------------------------------------------------------------
-def _locked(run_dir: Path) -> Path | None:
-    """Take ``run_dir/.lock`` (None: another live process holds it)."""
-    lock = run_dir / ".lock"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            os.kill(int(lock.read_text() or 0), 0)
-            return None  # its owner is alive
-        except (OSError, ValueError):
-            lock.unlink(missing_ok=True)  # a dead owner's lock
-            return _locked(run_dir)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return lock
-
-
 def run_setup(study: dict[str, Any]) -> None:
     """The study's one-off commands (e.g. train the teacher), each skipped when what it ``creates`` exists."""
     for step in study.get("setup") or []:
@@ -214,35 +135,24 @@ def run_study(
     extra = [*study.get("args", []), *extra]
     for name in names:
         run = study["runs"][name]
+        if "grid" not in run:
+            for seed in seeds:
+                run_seed(name, run, seed, out / name / f"seed_{seed}", extra, study.get("evaluate", "test"))
+            continue
+        # tuning: every point on the tuning seed, scored on validation; then the chosen point on every seed
+        tune_seed = study["tune"]["seed"]
+        for point in points(run):
+            run_seed(name, point_run(run, point), tune_seed, point_dir(out, name, point) / f"seed_{tune_seed}",
+                      extra, "test", also_validate=True)  # fmt: skip
+        choice = choose(study, out, name)
+        if choice is None:
+            print(f"[seeds] {name}: a grid point has no finished tuning seed; nothing chosen yet", flush=True)
+            continue
+        print(f"[seeds] {name}: chose {choice['label']} ({choice['metric']} on seed {tune_seed})", flush=True)
+        folder = point_dir(out, name, choice["chosen"])
         for seed in seeds:
-            run_dir = out / name / f"seed_{seed}"
-            result_file = run_dir / "result.json"
-            if result_file.is_file() and json.loads(result_file.read_text()).get("status") == "ok":
-                print(f"[seeds] {name} seed {seed}: done before, kept", flush=True)
-                continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            lock = _locked(run_dir)
-            if lock is None:
-                print(f"[seeds] {name} seed {seed}: running in another process, skipped", flush=True)
-                continue
-            try:
-                spec = {"name": name, "run": run, "seed": seed, "run_dir": str(run_dir), "extra": list(extra)}
-                spec["evaluate"] = study.get("evaluate", "test")
-                spec["commands"] = commands(run, seed, run_dir, extra, spec["evaluate"])
-                print(f"[seeds] {name} seed {seed}: {spec['commands'][0]}", flush=True)
-                start = time.perf_counter()
-                with open(run_dir / "log.txt", "w") as log:
-                    code = subprocess.run(
-                        [sys.executable, "-m", "lightning_kd.apps.seeds", "--worker", json.dumps(spec)],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    ).returncode
-                status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir / 'log.txt'})"
-                print(f"[seeds] {name} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
-                if code != 0 and not result_file.is_file():
-                    _write_json(result_file, {"run": name, "seed": seed, "status": "failed", "error": f"exit {code}"})
-            finally:
-                lock.unlink(missing_ok=True)
+            run_seed(name, point_run(run, choice["chosen"]), seed, folder / f"seed_{seed}", extra, "test",
+                      also_validate=True)  # fmt: skip
     return write_tables(study, out, seeds)
 
 
@@ -262,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.epilog = "Any other argument (e.g. --trainer.max_epochs=5) is passed to every run's fit."
     args, extra = parser.parse_known_args(argv)
     if args.worker is not None:
-        return _worker(args.worker)
+        return worker(args.worker)
     if (args.study is None) == (not args.recipe):
         parser.error("give a study file or --recipe name=files (not both)")
     study = read_study(args.study) if args.study else study_from_recipes(args.recipe, args.baseline)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_kd.apps.seeds_tune import chosen, seeds_dir
+
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n − 1; 0 for one value)."""
@@ -42,9 +44,10 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | No
 def collect(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict[str, dict[int, dict[str, Any]]]:
     """``{run: {seed: result}}`` of the result files found (missing seeds are absent)."""
     found: dict[str, dict[int, dict[str, Any]]] = {}
-    for name in study["runs"]:
-        for seed in seeds:
-            path = out / name / f"seed_{seed}" / "result.json"
+    for name, run in study["runs"].items():
+        folder = seeds_dir(out, name, run)  # a tuned run: its chosen point's folder (None: nothing chosen yet)
+        for seed in seeds if folder is not None else ():
+            path = folder / f"seed_{seed}" / "result.json"
             if path.is_file():
                 found.setdefault(name, {})[seed] = json.loads(path.read_text())
     return found
@@ -83,6 +86,8 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
         fit = [r.get("fit_seconds", math.nan) for r in ok.values()]
         row["fit_seconds"] = statistics.fmean(fit) if fit else math.nan
         row["commands"] = next(iter(results.values()), {}).get("commands", [])
+        if "grid" in study["runs"][name]:
+            row["tuning"] = chosen(out, name, study["runs"][name]) or {"grid": study["runs"][name]["grid"]}
         rows.append(row)
     return rows
 
@@ -124,6 +129,9 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
         notes = []
         if row["failed"]:
             notes.append(f"failed seeds {sorted(row['failed'])} (not averaged)")
+        if "tuning" in row:
+            label = row["tuning"].get("label")
+            notes.append(f"tuned: {label}" if label else "not tuned yet (a grid point is unfinished)")
         if row["missing"]:
             notes.append(f"not run yet: seeds {row['missing']}")
         lines.append(
@@ -131,11 +139,33 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
             f"{_interval(m.get('ci95'), metric)} | {per_seed} | {diff_s} | "
             f"{noise} | {row['fit_seconds']:.0f} | {'; '.join(notes)} |"
         )
+    lines += _tuning_lines(rows)
     lines += ["", "Commands (the first seed; the others change `--seed_everything` and the folder):", "", "```bash"]
     for row in rows:
         lines += row["commands"]
     lines.append("```")
     return "\n".join(lines) + "\n"
+
+
+def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The tuning section: per tuned run, its grid, every point's validation figure on the tuning seed, the
+    choice."""
+    tuned = [r for r in rows if "tuning" in r]
+    if not tuned:
+        return []
+    lines = ["", "Settings chosen on the validation split (each grid point fitted once, on the tuning seed; the best "
+             "point's validation figure chooses it, ties to the first declared; only the chosen point runs on the "
+             "other seeds, and its test figures are the row above):", "",
+             "| run | grid | validation figure per point | chosen |", "|---|---|---|---|"]  # fmt: skip
+    for row in tuned:
+        tuning = row["tuning"]
+        grid = "; ".join(f"`{path}` ∈ {values}" for path, values in tuning["grid"].items())
+        metric = tuning.get("metric", "")
+        scores = tuning.get("scores") or {}
+        shown = ", ".join(f"{point}: {_pct(v, metric)}" for point, v in scores.items()) or "–"
+        head = f"{metric} (seed {tuning['seed']}): " if scores else ""
+        lines.append(f"| {row['run']} | {grid} | {head}{shown} | {tuning.get('label') or 'not yet'} |")
+    return lines
 
 
 def _atomic(path: Path, text: str) -> None:

@@ -1,0 +1,144 @@
+"""One (run, seed) of ``lightning-kd seeds``: ``fit`` then the evaluation of the published model, in a subprocess
+of its own (``python -m lightning_kd.apps.seeds_run --worker <spec>``), writing ``result.json`` and ``log.txt``
+into its folder; a folder being run holds a lock file, so parts may run side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+# -- one (run, seed), in its own process ------------------------------------------------------------------------
+def fit_args(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str]) -> list[str]:
+    """The ``lightning-kd fit`` arguments of one (run, seed)."""
+    args = [a for c in run["configs"] for a in ("--config", str(c))]
+    args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}"]
+    args += ["--checkpoint.dirpath=null", f"--checkpoint.publish_to={run_dir / 'model.ckpt'}"]
+    return [*args, *run.get("args", []), *extra]
+
+
+def commands(run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str], evaluate: str = "test") -> list[str]:
+    """The shell commands that reproduce one (run, seed)."""
+    if "pipeline" in run:
+        args = [run["pipeline"], f"--out-dir={run_dir}", f"--seed_everything={seed}", *run.get("args", []), *extra]
+        return ["lightning-kd pipeline " + shlex.join(args)]
+    args = fit_args(run, seed, run_dir, extra)
+    test = [a for c in run["configs"] for a in ("--config", str(c))]
+    test += [f"--seed_everything={seed}", f"--ckpt_path={run_dir / 'model.ckpt'}"]
+    test += [*run.get("args", []), *extra]  # the evaluation reads the same data and model settings as the fit
+    return ["lightning-kd fit " + shlex.join(args), f"lightning-kd {evaluate} " + shlex.join(test)]
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fit and test one (run, seed) in this process; returns the test metrics and timings."""
+    from lightning_kd.apps.cli import build_cli
+
+    run, seed, run_dir = spec["run"], spec["seed"], Path(spec["run_dir"])
+    start = time.perf_counter()
+    if "pipeline" in run:
+        from lightning_kd.apps.pipeline import run_pipeline
+
+        stages = run_pipeline(
+            run["pipeline"], [f"--seed_everything={seed}", *run.get("args", []), *spec["extra"]], run_dir
+        )
+        last = stages[-1]
+        return {"metrics": {"test/acc": last["test_acc"]}, "fit_seconds": time.perf_counter() - start, "stages": stages}
+    cli = build_cli(fit_args(run, seed, run_dir, spec["extra"]), run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    fit_seconds = time.perf_counter() - start
+    target = run_dir / "model.ckpt"
+    if not target.is_file():
+        raise RuntimeError(
+            f"the fit published no model at {target}; keep the `checkpoint:` settings of the base recipe."
+        )
+    evaluate = cli.trainer.validate if spec.get("evaluate") == "validate" else cli.trainer.test
+    test = evaluate(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
+    metrics = {k: float(v) for k, v in test.items()}
+    if spec.get("also_validate"):  # a tuned run: the published model's validation figures choose the setting
+        val = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(target), verbose=False)[0]
+        metrics.update({k: float(v) for k, v in val.items() if k not in metrics})
+    return {"metrics": metrics, "fit_seconds": fit_seconds, "test_seconds": time.perf_counter() - start - fit_seconds}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def worker(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    run_dir = Path(spec["run_dir"])
+    result: dict[str, Any] = {"run": spec["name"], "seed": spec["seed"], "commands": spec["commands"]}
+    try:
+        result.update(run_one(spec), status="ok")
+    except BaseException as err:  # noqa: BLE001 - a failed seed is reported, whatever failed
+        result.update(status="failed", error=f"{type(err).__name__}: {err}")
+        _write_json(run_dir / "result.json", result)
+        raise
+    _write_json(run_dir / "result.json", result)
+
+
+def _locked(run_dir: Path) -> Path | None:
+    """Take ``run_dir/.lock`` (None: another live process holds it)."""
+    lock = run_dir / ".lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return None  # its owner is alive
+        except (OSError, ValueError):
+            lock.unlink(missing_ok=True)  # a dead owner's lock
+            return _locked(run_dir)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return lock
+
+
+def run_seed(
+    name: str, run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str], evaluate: str,
+    also_validate: bool = False,
+) -> None:  # fmt: skip
+    """One (run, seed) in a subprocess of its own, unless it finished before or another process holds it."""
+    result_file = run_dir / "result.json"
+    if result_file.is_file() and json.loads(result_file.read_text()).get("status") == "ok":
+        print(f"[seeds] {name} seed {seed}: done before, kept ({run_dir})", flush=True)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _locked(run_dir)
+    if lock is None:
+        print(f"[seeds] {name} seed {seed}: running in another process, skipped", flush=True)
+        return
+    try:
+        spec = {"name": name, "run": run, "seed": seed, "run_dir": str(run_dir), "extra": list(extra)}
+        spec.update(evaluate=evaluate, also_validate=also_validate)
+        spec["commands"] = commands(run, seed, run_dir, extra, evaluate)
+        print(f"[seeds] {name} seed {seed}: {spec['commands'][0]}", flush=True)
+        start = time.perf_counter()
+        with open(run_dir / "log.txt", "w") as log:
+            code = subprocess.run(
+                [sys.executable, "-m", "lightning_kd.apps.seeds_run", "--worker", json.dumps(spec)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ).returncode
+        status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir / 'log.txt'})"
+        print(f"[seeds] {name} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
+        if code != 0 and not result_file.is_file():
+            _write_json(result_file, {"run": name, "seed": seed, "status": "failed", "error": f"exit {code}"})
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+    else:
+        raise SystemExit("usage: python -m lightning_kd.apps.seeds_run --worker SPEC_JSON (lightning-kd seeds runs it)")
