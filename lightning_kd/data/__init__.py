@@ -11,6 +11,7 @@ from typing import Any as _Any
 from lightning_kd.data.augment import random_crop_flip
 from lightning_kd.data.base import InMemoryDataModule, TensorClassificationDataset
 from lightning_kd.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from lightning_kd.data.data_free import DataFreeDataModule
 from lightning_kd.data.digits import DigitsDataModule
 from lightning_kd.data.fashion_mnist import FashionMNISTDataModule
 from lightning_kd.data.idx_files import read_idx

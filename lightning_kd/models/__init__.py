@@ -3,6 +3,7 @@
 from types import ModuleType as _ModuleType
 
 from lightning_kd.models.discriminator import mlp_discriminator
+from lightning_kd.models.generator import ImageGenerator
 from lightning_kd.models.hub import timm_model, torchvision_model
 from lightning_kd.models.language import llama_lm, pretrained_lm
 from lightning_kd.models.lora import lora

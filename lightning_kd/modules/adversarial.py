@@ -22,15 +22,15 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from lightning_kd.losses import discriminator_loss, fooling_loss
 from lightning_kd.models.discriminator import mlp_discriminator
 from lightning_kd.modules.distillation import DistillationModule
+from lightning_kd.modules.manual_steps import ManualSteps
 
 
-class AdversarialDistillation(DistillationModule):
+class AdversarialDistillation(ManualSteps, DistillationModule):
     """:class:`~lightning_kd.DistillationModule` plus a discriminator that the student learns to fool.
 
     Each training batch (manual optimization, two optimizers):
@@ -156,7 +156,7 @@ class AdversarialDistillation(DistillationModule):
             disc_loss = discriminator_loss(d_student, d_teacher)
             opt_disc.zero_grad()
             self.manual_backward(disc_loss)
-            self._step_uncounted(opt_disc)
+            self.step_uncounted(opt_disc)
         self.untoggle_optimizer(opt_disc)
         disc_acc = torch.cat([d_teacher > 0, d_student <= 0]).float().mean()  # before the last update
 
@@ -169,23 +169,9 @@ class AdversarialDistillation(DistillationModule):
         self.manual_backward(loss)
         opt_student.step()
         self.untoggle_optimizer(opt_student)
-        self._step_lr_scheduler(batch_idx)
+        self.step_lr_scheduler(batch_idx)
 
         self.record("disc_loss", disc_loss)
         self.record("disc_acc", disc_acc)
         self.log_train(loss, terms, step)
         return loss.detach()
-
-    def _step_uncounted(self, optimizer: LightningOptimizer) -> None:
-        # LightningOptimizer.step() = strategy.optimizer_step() + one more global_step (class docstring)
-        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None)
-
-    def _step_lr_scheduler(self, batch_idx: int) -> None:
-        # where Lightning's automatic loop steps it: after each batch, or after the epoch's last batch
-        # (before validation, so an end-of-epoch checkpoint holds the stepped scheduler)
-        if not self.trainer.lr_scheduler_configs:
-            return
-        config = self.trainer.lr_scheduler_configs[0]
-        last = self.trainer.is_last_batch or batch_idx + 1 == self.trainer.num_training_batches
-        if config.interval == "step" or last:
-            config.scheduler.step()
