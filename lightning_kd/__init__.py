@@ -33,6 +33,7 @@ _EXPORTS = {
     "ClassificationModule": "lightning_kd.modules.classification",
     "CrossTokenizerDistillation": "lightning_kd.modules.cross_tokenizer",
     "DataFreeDistillation": "lightning_kd.modules.data_free",
+    "DeiTDistillation": "lightning_kd.modules.deit",
     "DistillationModule": "lightning_kd.modules.distillation",
     "FeatureTerm": "lightning_kd.core.feature_term",
     "FeatureTerms": "lightning_kd.core.feature_terms",

@@ -22,6 +22,7 @@ from lightning_kd.models.resnet import (
     resnet110,
 )
 from lightning_kd.models.small_cnn import SmallCNN
+from lightning_kd.models.vit import ViT
 from lightning_kd.models.wrn import WideResNet, wrn_16_2, wrn_40_2
 
 __all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))
