@@ -224,7 +224,9 @@ class DataFreeDistillation(ManualSteps, DistillationModule):
         s = self.synthesis
         x = torch.randn(len(y), *s.image_shape, device=y.device, requires_grad=True)
         optimizer = torch.optim.Adam([x], lr=s.lr)
-        with torch.enable_grad():
+        # fp32 whatever the Trainer's precision: this backward is not the module's loss, so no grad scaler guards
+        # fp16 gradients here; the pixels' gradients are small and would underflow
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             for _ in range(s.steps):
                 optimizer.zero_grad(set_to_none=True)
                 terms = self._synth_terms(x, y)
