@@ -73,6 +73,10 @@ def _overrides(recipe: tuple[str, str], tmp_path: Path) -> list[str]:
     if "FashionMNIST" in cfg["data"]["class_path"]:
         args.append(f"--data.init_args.data_dir={FMNIST_DIR}")
         args.append("--data.init_args.batch_size=32")  # one step proves the recipe; 256 images cost CPU minutes
+    evaluate_on = cfg["data"].get("init_args", {}).get("evaluate_on") or {}
+    if "FashionMNIST" in evaluate_on.get("class_path", ""):  # data-free: real images for evaluation only
+        args.append(f"--data.init_args.evaluate_on.init_args.data_dir={FMNIST_DIR}")
+        args.append("--data.init_args.batch_size=16")
     if cfg["data"]["class_path"].endswith("PackedTextDataModule"):  # a tiny corpus, not the standard library
         corpus = tmp_path / "corpus"
         corpus.mkdir(exist_ok=True)
