@@ -164,7 +164,12 @@ def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
         scores = tuning.get("scores") or {}
         shown = ", ".join(f"{point}: {_pct(v, metric)}" for point, v in scores.items()) or "–"
         head = f"{metric} (seed {tuning['seed']}): " if scores else ""
-        lines.append(f"| {row['run']} | {grid} | {head}{shown} | {tuning.get('label') or 'not yet'} |")
+        choice = tuning.get("label") or "not yet"
+        edge = [p for p, v in (tuning.get("chosen") or {}).items() if len(tuning["grid"][p]) > 2
+                and v in (tuning["grid"][p][0], tuning["grid"][p][-1])]  # fmt: skip
+        if edge:  # the best may lie beyond the grid: say so rather than call it tuned without a remark
+            choice += " (at the grid's edge: the best may lie beyond it)"
+        lines.append(f"| {row['run']} | {grid} | {head}{shown} | {choice} |")
     return lines
 
 

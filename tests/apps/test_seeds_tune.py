@@ -139,6 +139,23 @@ def test_the_choice_follows_validation_not_test(tmp_path):
     md = (out / "results.md").read_text()
     line = "| lr | `model.init_args.optimizer.init_args.lr` ∈ [0.0003, 0.03] | val/acc (seed 0): lr=0.0003: 80.00, "
     assert line + "lr=0.03: 90.00 | lr=0.03 |" in md and "tuned: lr=0.03" in md
+    assert "(at the grid's edge" not in md  # a two-point grid has no inside
+    three = {**study, "runs": {**study["runs"], "lr": {**run, "grid": {"model.init_args.optimizer.init_args.lr": [
+        0.0003, 0.03, 0.3]}}}}  # fmt: skip
+    (out / "lr" / "grid" / "lr=0.3" / "seed_0").mkdir(parents=True)
+    (out / "lr" / "grid" / "lr=0.3" / "seed_0" / "result.json").write_text(
+        json.dumps({"status": "ok", "metrics": {"val/acc": 0.5, "test/acc": 0.5}})
+    )
+    choose(three, out, "lr")
+    write_tables(three, out, [0])
+    assert "| lr=0.03 |" in (out / "results.md").read_text()  # inside the grid: no remark
+    (out / "lr" / "grid" / "lr=0.3" / "seed_0" / "result.json").write_text(
+        json.dumps({"status": "ok", "metrics": {"val/acc": 0.99, "test/acc": 0.5}})
+    )
+    choose(three, out, "lr")
+    write_tables(three, out, [0])
+    assert "| lr=0.3 (at the grid's edge: the best may lie beyond it) |" in (out / "results.md").read_text()
+    choose(study, out, "lr")
     figures[0.0003] = (0.90, 0.95)  # a tie: the first declared point
     (out / "lr" / "grid" / "lr=0.0003" / "seed_0" / "result.json").write_text(
         json.dumps({"status": "ok", "metrics": {"val/acc": 0.90, "test/acc": 0.95}})
