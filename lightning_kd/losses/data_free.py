@@ -45,7 +45,8 @@ def bn_statistics_loss(stats: Iterable[tuple[Tensor, Tensor, Tensor, Tensor]]) -
     """
     total = None
     for mean, var, running_mean, running_var in stats:
-        term = torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
+        term = torch.linalg.vector_norm(mean.float() - running_mean.float())
+        term = term + torch.linalg.vector_norm(var.float() - running_var.float())
         total = term if total is None else total + term
     if total is None:
         raise ValueError("no BatchNorm statistics were collected: did the hooked network run on the batch?")
@@ -118,6 +119,7 @@ def image_prior_tv(x: Tensor) -> Tensor:
         >>> float(image_prior_tv(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])))  # horizontal 1, 1; vertical 0, 0
         0.5
     """
+    x = x.float()
     dh = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
     dv = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean()
     return (dh + dv) / 2
@@ -125,7 +127,7 @@ def image_prior_tv(x: Tensor) -> Tensor:
 
 def image_prior_l2(x: Tensor) -> Tensor:
     """Mean squared pixel value (DeepInversion's ``‖x‖₂`` prior, per pixel)."""
-    return x.pow(2).mean()
+    return x.float().pow(2).mean()
 
 
 def dafl_terms(teacher_logits: Tensor, teacher_features: Tensor) -> dict[str, Tensor]:

@@ -77,6 +77,7 @@ HELPERS = {
     "mapped_logprobs",  # the two distributions over shared tokens; their loss is cross_tokenizer_div_sum
     "shared_ids",  # the mapped ids of a vocabulary map
     "token_eval_sums",  # evaluation sums under no_grad
+    "BatchNormStatistics",  # forward hooks that collect statistics; their loss is bn_statistics_loss
     "Embed",  # CRD's projection head and memory bank: checked through CRDLoss
     "ContrastMemory",
 }
@@ -328,6 +329,18 @@ CASES: dict[str, Callable[[], Case]] = {
     "dkd_terms": _dkd_terms,
     "CRDLoss": _crd_module,
     "crd_nce_loss": _crd_nce,
+    # data-free: the synthesiser's side (images, the teacher's outputs on them) is the trained side
+    "hard_distillation_loss": _plain(losses.hard_distillation_loss, [(4, 10)], [(4, 10)]),
+    # ZSKT's generator is trained through both models' outputs: both sides carry its gradient
+    "disagreement": lambda: Case(lambda s, t: losses.disagreement(s[0], s[1]), [_leaf(4, 10), _leaf(4, 10)], []),
+    "image_prior_tv": lambda: Case(lambda s, t: losses.image_prior_tv(s[0]), [_leaf(2, 1, 5, 5)], []),
+    "image_prior_l2": lambda: Case(lambda s, t: losses.image_prior_l2(s[0]), [_leaf(2, 1, 5, 5)], []),
+    "dafl_terms": lambda: Case(
+        lambda s, t: sum(losses.dafl_terms(s[0], s[1]).values()), [_leaf(4, 10), _leaf(4, 8)], []
+    ),
+    "bn_statistics_loss": lambda: Case(  # the running statistics are buffers: constants
+        lambda s, t: losses.bn_statistics_loss([(s[0], s[1], torch.zeros(6), torch.ones(6))]), [_leaf(6), _leaf(6)], []
+    ),
 }
 for _fn, _module, _s, _t in PAIRS:
     CASES[_fn.__name__] = _plain(_fn, _s, _t)
