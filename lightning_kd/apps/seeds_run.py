@@ -103,14 +103,26 @@ def _locked(run_dir: Path) -> Path | None:
     return lock
 
 
+DIVERGED = ("DivergedLossError", "NonFiniteLossError")
+
+
+def diverged(result: dict[str, Any]) -> bool:
+    """A failed fit whose loss diverged or went non-finite (the setting's outcome; the same seed diverges again)."""
+    return result.get("status") == "failed" and str(result.get("error", "")).startswith(DIVERGED)
+
+
 def run_seed(
     name: str, run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str], evaluate: str,
     also_validate: bool = False,
 ) -> None:  # fmt: skip
     """One (run, seed) in a subprocess of its own, unless it finished before or another process holds it."""
     result_file = run_dir / "result.json"
-    if result_file.is_file() and json.loads(result_file.read_text()).get("status") == "ok":
+    before = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    if before.get("status") == "ok":
         print(f"[seeds] {name} seed {seed}: done before, kept ({run_dir})", flush=True)
+        return
+    if also_validate and diverged(before):  # a grid point whose setting diverges: an outcome, not a fault to retry
+        print(f"[seeds] {name} seed {seed}: diverged before, kept as diverged ({run_dir})", flush=True)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _locked(run_dir)

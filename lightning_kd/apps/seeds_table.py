@@ -162,7 +162,8 @@ def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
         grid = "; ".join(f"`{path}` ∈ {values}" for path, values in tuning["grid"].items())
         metric = tuning.get("metric", "")
         scores = tuning.get("scores") or {}
-        shown = ", ".join(f"{point}: {_pct(v, metric)}" for point, v in scores.items()) or "–"
+        shown = ", ".join(f"{point}: {'diverged' if v != v else _pct(v, metric)}" for point, v in scores.items())
+        shown = shown or "–"
         head = f"{metric} (seed {tuning['seed']}): " if scores else ""
         choice = tuning.get("label") or "not yet"
         edge = [p for p, v in (tuning.get("chosen") or {}).items() if len(tuning["grid"][p]) > 2

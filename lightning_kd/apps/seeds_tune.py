@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from lightning_kd.apps.seeds_run import diverged
+
 MAX_POINTS = 8
 TUNE_KEYS = {"metric", "mode", "seed", "max_points"}
 
@@ -195,6 +197,8 @@ def choose(study: dict[str, Any], out: Path, name: str) -> dict[str, Any] | None
         result_file = point_dir(out, name, point) / f"seed_{tune['seed']}" / "result.json"
         result = json.loads(result_file.read_text()) if result_file.is_file() else {}
         value = (result.get("metrics") or {}).get(tune["metric"]) if result.get("status") == "ok" else None
+        if diverged(result):
+            value = math.nan  # the setting diverged: it ranks last, and the others are still compared
         scores[label(point)] = value
     if not scores or any(v is None for v in scores.values()):
         return None

@@ -161,6 +161,20 @@ def test_the_choice_follows_validation_not_test(tmp_path):
         json.dumps({"status": "ok", "metrics": {"val/acc": 0.90, "test/acc": 0.95}})
     )
     assert choose(study, out, "lr")["label"] == "lr=0.0003"
+    # a point whose fit diverged is an outcome: it ranks last and the table says so; a crash is not: no choice
+    (out / "lr" / "grid" / "lr=0.0003" / "seed_0" / "result.json").write_text(
+        json.dumps({"status": "failed", "error": "DivergedLossError: training diverged: the loss rose ..."})
+    )
+    assert choose(study, out, "lr")["label"] == "lr=0.03"
+    write_tables(study, out, [0])
+    assert "lr=0.0003: diverged, lr=0.03: 90.00 | lr=0.03 |" in (out / "results.md").read_text()
+    (out / "lr" / "grid" / "lr=0.0003" / "seed_0" / "result.json").write_text(
+        json.dumps({"status": "failed", "error": "KeyboardInterrupt: "})
+    )
+    assert choose(study, out, "lr") is None
+    (out / "lr" / "grid" / "lr=0.0003" / "seed_0" / "result.json").write_text(
+        json.dumps({"status": "ok", "metrics": {"val/acc": 0.90, "test/acc": 0.95}})
+    )
     (out / "lr" / "grid" / "lr=0.03" / "seed_0" / "result.json").unlink()
     assert choose(study, out, "lr") is None
     minimise = {**study, "tune": {**study["tune"], "metric": "val/loss", "mode": "min"}}
