@@ -76,7 +76,8 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
             entry: dict[str, Any] = {"mean": mean, "std": std, "ci95": t_interval(list(values.values())),
                                      "per_seed": values}  # fmt: skip
             if baseline is not None and name != baseline:
-                diffs = {s: v - base[s]["metrics"][metric] for s, v in values.items() if s in base}
+                paired = {s: base[s]["metrics"].get(metric) for s in values if s in base}  # the baseline may lack it
+                diffs = {s: v - paired[s] for s, v in values.items() if paired.get(s) is not None}
                 d_mean, d_std = _mean_std(list(diffs.values()))
                 ci = t_interval(list(diffs.values()))
                 entry["diff"] = {"mean": d_mean, "std": d_std, "ci95": ci, "per_seed": diffs}

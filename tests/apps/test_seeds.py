@@ -132,6 +132,19 @@ def test_tables_from_hand_made_results(tmp_path):
     # a metric no run logged (e.g. val/bpb of a study without byte counts) gives "–", not a crash
     both = write_tables({**study, "metrics": ["test/acc", "test/bpb"]}, tmp_path, [0, 1, 2])["rows"]
     assert [r["metrics"]["test/bpb"]["per_seed"] for r in both] == [{}, {}]
+    # a metric only the other runs logged (the teacher's accuracy, which a student-alone baseline has not): shown,
+    # with no paired difference, and no crash (it raised KeyError at the end of the data-free study)
+    for seed in range(3):
+        path = tmp_path / "b" / f"seed_{seed}" / "result.json"
+        result = json.loads(path.read_text())
+        result["metrics"]["test/teacher_acc"] = 0.99
+        path.write_text(json.dumps(result))
+    rows = {
+        r["run"]: r["metrics"]["test/teacher_acc"]
+        for r in write_tables({**study, "metrics": ["test/acc", "test/teacher_acc"]}, tmp_path, [0, 1, 2])["rows"]
+    }
+    assert rows["b"]["mean"] == pytest.approx(0.99) and rows["b"]["diff"]["per_seed"] == {}
+    assert rows["a"]["per_seed"] == {}
     rows = {r["run"]: r for r in write_tables(study, tmp_path, [0, 1, 2, 3])["rows"]}
     assert rows["b"]["missing"] == [3]
     assert "not run yet: seeds [3]" in (tmp_path / "results.md").read_text()
