@@ -40,7 +40,7 @@ _EXPORTS = {
     "KDLoss": "lightning_kd.losses.logit.kd",
     "MultiTeacherDistillation": "lightning_kd.modules.multi_teacher",
     "MutualLearning": "lightning_kd.modules.mutual",
-    "Synthesis": "lightning_kd.modules.data_free",
+    "Synthesis": "lightning_kd.modules.synthesis",
     "Teacher": "lightning_kd.core.teacher",
     "TeacherOutput": "lightning_kd.core.teacher",
     "kd_loss": "lightning_kd.losses.logit.kd",
