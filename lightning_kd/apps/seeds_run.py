@@ -67,6 +67,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": metrics, "fit_seconds": fit_seconds, "test_seconds": time.perf_counter() - start - fit_seconds}
 
 
+def environment() -> dict[str, Any]:
+    """What a fit's figures depend on beyond its recipe: torch's thread count (``OMP_NUM_THREADS`` or the cores),
+    the torch / Lightning / lightning-kd versions and the commit."""
+    import torch
+
+    from lightning_kd.apps.quickstart import provenance
+
+    return {"threads": torch.get_num_threads(), **provenance()}
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -77,6 +87,7 @@ def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
     run_dir = Path(spec["run_dir"])
     result: dict[str, Any] = {"run": spec["name"], "seed": spec["seed"], "commands": spec["commands"]}
+    result["environment"] = environment()
     try:
         result.update(run_one(spec), status="ok")
     except BaseException as err:  # noqa: BLE001 - a failed seed is reported, whatever failed

@@ -86,6 +86,7 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
             row["metrics"][metric] = entry
         fit = [r.get("fit_seconds", math.nan) for r in ok.values()]
         row["fit_seconds"] = statistics.fmean(fit) if fit else math.nan
+        row["environments"] = [r.get("environment") for r in ok.values()]
         row["commands"] = next(iter(results.values()), {}).get("commands", [])
         if "grid" in study["runs"][name]:
             row["tuning"] = chosen(out, name, study["runs"][name]) or {"grid": study["runs"][name]["grid"]}
@@ -141,6 +142,7 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
             f"{noise} | {row['fit_seconds']:.0f} | {'; '.join(notes)} |"
         )
     lines += _tuning_lines(rows)
+    lines += _environment_lines(rows)
     lines += ["", "Commands (the first seed; the others change `--seed_everything` and the folder):", "", "```bash"]
     for row in rows:
         lines += row["commands"]
@@ -173,6 +175,22 @@ def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
             choice += " (at the grid's edge: the best may lie beyond it)"
         lines.append(f"| {row['run']} | {grid} | {head}{shown} | {choice} |")
     return lines
+
+
+def _environment_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the figures were measured: each distinct (threads, torch, Lightning, lightning-kd, commit) with how many
+    of the table's fits it holds (fits recorded before this was written: "not recorded")."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for env in row.get("environments", []):
+            key = "not recorded" if not env else (
+                f"{env['threads']} torch thread(s), torch {env['torch']}, Lightning {env['lightning']}, "
+                f"lightning-kd {env['lightning_kd']}, commit {env['commit']}"
+            )  # fmt: skip
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return []
+    return ["", "Measured with (fits in the table above):", ""] + [f"- {k}: {n}" for k, n in sorted(counts.items())]
 
 
 def _atomic(path: Path, text: str) -> None:

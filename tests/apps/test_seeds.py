@@ -69,6 +69,15 @@ def test_study_runs_every_seed_and_tables_agree_with_the_result_files(tmp_path, 
     assert rows["student_lr_high"]["diff"]["mean"] == pytest.approx(statistics.fmean(diffs))
     md = (out / "results.md").read_text()
     assert "| student |" in md and "| student_lr_high |" in md and "lightning-kd fit" in md
+    # each fit records where it ran (threads, versions, commit); the table says it, with how many fits each
+    import torch
+
+    envs = {json.dumps(r["environment"], sort_keys=True) for r in results.values()}
+    assert len(envs) == 1
+    env = json.loads(envs.pop())
+    assert env["torch"] == torch.__version__ and isinstance(env["threads"], int) and env["threads"] >= 1
+    assert f"- {env['threads']} torch thread(s), torch {torch.__version__}, Lightning " in md
+    assert md.split("Measured with")[1].split("Commands")[0].rstrip().endswith(f"commit {env['commit']}: 4")
     assert (out / "results.csv").read_text().count("\n") == 1 + 4
 
     # a second invocation keeps what finished: no result file is rewritten
@@ -119,6 +128,7 @@ def test_tables_from_hand_made_results(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| b | 96.00 ± 1.00 | 93.52 … 98.48 | 95.00 / 96.00 / 97.00 | 4.00 ± 1.00 [1.52 … 6.48] | yes |" in md
     assert "not run yet" not in md
+    assert "- not recorded: 6" in md  # result files without an environment (written before it was recorded)
     one = {r["run"]: r["metrics"]["test/acc"] for r in write_tables(study, tmp_path, [0])["rows"]}
     assert one["b"]["beyond_noise"] is None  # one seed: no spread, no verdict
     assert "| b | 95.00 ± 0.00 | – | 95.00 | 5.00 ± 0.00 | – |" in (tmp_path / "results.md").read_text()
