@@ -156,6 +156,30 @@ def run_study(
     return write_tables(study, out, seeds)
 
 
+def insert_table(path: Path, name: str, markdown: str, out: Path) -> None:
+    """Replace what lies between ``<!-- seeds-table: name -->`` and the next ``<!-- /seeds-table -->`` in ``path``
+    with ``markdown`` (a document's tables come from the runner, never from a hand edit); the commands block stays
+    in ``out/results.md``, which the document names instead."""
+    markdown = markdown.split("\nCommands (the first seed", 1)[0].rstrip()
+    markdown += f"\n\nEvery fit's commands: `{out / 'results.md'}` (written by the same run)."
+    begin, end = f"<!-- seeds-table: {name} -->", "<!-- /seeds-table -->"
+    if not path.is_file():
+        raise SystemExit(f"seeds --into {path}: no such file")
+    text = path.read_text()
+    if text.count(begin) != 1:
+        raise SystemExit(
+            f"seeds --into {path}: the file has {text.count(begin)} line(s) '{begin}' (needs exactly one, followed "
+            f"later by '{end}'); add the two lines where the table of study {name!r} belongs"
+        )
+    head, rest = text.split(begin, 1)
+    if end not in rest:
+        raise SystemExit(f"seeds --into {path}: '{begin}' has no '{end}' after it; add it where the table ends")
+    tail = rest.split(end, 1)[1]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{head}{begin}\n\n{markdown.strip()}\n\n{end}{tail}")
+    os.replace(tmp, path)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,6 +192,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--part", default=None, help="one of the study's parts")
     parser.add_argument("--out", default=None, help="output folder (default: the study's out_dir or runs/seeds/<name>)")
     parser.add_argument("--table-only", action="store_true", help="rewrite the tables from the results so far")
+    parser.add_argument(
+        "--into",
+        default=None,
+        metavar="FILE.md",
+        help="also put the table into FILE.md, between its '<!-- seeds-table: NAME -->' and '<!-- /seeds-table -->' "
+        "lines (NAME: the study's name); the rest of the file is left as it is",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.epilog = "Any other argument (e.g. --trainer.max_epochs=5) is passed to every run's fit."
     args, extra = parser.parse_known_args(argv)
@@ -193,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = write_tables(study, out, seeds) if args.table_only else run_study(study, out, names, seeds, extra)
     print(table["markdown"])
     print(f"\n[seeds] tables: {out / 'results.md'} (.json, .csv)")
+    if args.into:
+        insert_table(Path(args.into), study["name"], table["markdown"], out)
+        print(f"[seeds] table put into {args.into} (between its seeds-table markers for {study['name']!r})")
 
 
 if __name__ == "__main__":  # pragma: no cover

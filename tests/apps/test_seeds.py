@@ -191,3 +191,33 @@ def test_shipped_studies_parse():
             assert not study.get("parts") or covered == set(study["runs"]), f"{path}: a run is in no part"
     finally:
         os.chdir(cwd)
+
+
+def test_table_goes_into_a_document_between_its_markers_and_nothing_else_changes(tmp_path, capsys):
+    study = _write_study(tmp_path, seeds=[0])  # the study's name is its file's stem: "study"
+    out = tmp_path / "out"
+    for run, acc in (("student", 0.9), ("student_lr_high", 0.8)):
+        folder = out / run / "seed_0"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(
+            json.dumps({"status": "ok", "metrics": {"test/acc": acc}, "fit_seconds": 1.0, "commands": ["lightning-kd fit -x"]})
+        )
+    doc = tmp_path / "results.md"
+    before, after = "# Results\n\nprose above\n\n", "\n\nprose below <!-- seeds-table: other -->\n"
+    doc.write_text(f"{before}<!-- seeds-table: study -->\nan old table\n<!-- /seeds-table -->{after}")
+    seeds_main([str(study), "--out", str(out), "--table-only", "--into", str(doc)])
+    text = doc.read_text()
+    assert text.startswith(before) and text.endswith(after) and "an old table" not in text
+    assert "| student_lr_high | 80.00 ± 0.00 |" in text and "-10.00 ± 0.00" in text
+    assert "lightning-kd fit" not in text and f"commands: `{out / 'results.md'}`" in text  # they stay there
+    seeds_main([str(study), "--out", str(out), "--table-only", "--into", str(doc)])
+    assert doc.read_text() == text  # a second run replaces the table, it does not add one
+    # a document without the markers is refused, untouched, with the lines to add
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    with pytest.raises(SystemExit, match=r"0 line\(s\) '<!-- seeds-table: study -->'.*add the two lines"):
+        seeds_main([str(study), "--out", str(out), "--table-only", "--into", str(plain)])
+    assert plain.read_text() == "no markers\n"
+    plain.write_text("<!-- seeds-table: study -->\nno end\n")
+    with pytest.raises(SystemExit, match="has no '<!-- /seeds-table -->' after it"):
+        seeds_main([str(study), "--out", str(out), "--table-only", "--into", str(plain)])
