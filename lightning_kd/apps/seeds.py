@@ -29,7 +29,7 @@ import yaml
 
 from lightning_kd.apps.seeds_run import commands, fit_args, run_seed, worker  # noqa: F401 - fit_args: public
 from lightning_kd.apps.seeds_table import write_tables
-from lightning_kd.apps.seeds_tune import check_grids, choose, point_dir, point_run, points
+from lightning_kd.apps.seeds_tune import all_points, check_grids, choose, label, point_dir, point_run
 
 RUN_KEYS = {"configs", "pipeline", "args", "grid"}
 STUDY_KEYS = {
@@ -141,7 +141,10 @@ def run_study(
             continue
         # tuning: every point on the tuning seed, scored on validation; then the chosen point on every seed
         tune_seed = study["tune"]["seed"]
-        for point in points(run):
+        tried: set[str] = set()
+        while pending := [p for p in all_points(study, out, name) if label(p) not in tried]:  # may grow: extend
+            point = pending[0]
+            tried.add(label(point))
             run_seed(name, point_run(run, point), tune_seed, point_dir(out, name, point) / f"seed_{tune_seed}",
                       extra, "test", also_validate=True)  # fmt: skip
         choice = choose(study, out, name)

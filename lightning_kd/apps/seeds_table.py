@@ -150,6 +150,14 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
     return "\n".join(lines) + "\n"
 
 
+def _ends(values: list) -> tuple:
+    """A grid axis's two ends: its smallest and largest value (numbers), else its first and last."""
+    try:
+        return min(values), max(values)
+    except TypeError:
+        return values[0], values[-1]
+
+
 def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The tuning section: per tuned run, its grid, every point's validation figure on the tuning seed, the
     choice."""
@@ -162,7 +170,10 @@ def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
              "| run | grid | validation figure per point | chosen |", "|---|---|---|---|"]  # fmt: skip
     for row in tuned:
         tuning = row["tuning"]
-        grid = "; ".join(f"`{path}` ∈ {values}" for path, values in tuning["grid"].items())
+        grid = "; ".join(f"`{path}` ∈ {values}" for path, values in (tuning.get("declared") or tuning["grid"]).items())
+        if tuning.get("extended"):
+            added = ", ".join(str(v) for p in tuning["extended"] for v in p.values())
+            grid += f", then {added} (beyond the edge the best lay on: tune.extend)"
         metric = tuning.get("metric", "")
         scores = tuning.get("scores") or {}
         shown = ", ".join(f"{point}: {'diverged' if v != v else _pct(v, metric)}" for point, v in scores.items())
@@ -170,7 +181,7 @@ def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
         head = f"{metric} (seed {tuning['seed']}): " if scores else ""
         choice = tuning.get("label") or "not yet"
         edge = [p for p, v in (tuning.get("chosen") or {}).items() if len(tuning["grid"][p]) > 2
-                and v in (tuning["grid"][p][0], tuning["grid"][p][-1])]  # fmt: skip
+                and v in _ends(tuning["grid"][p])]  # fmt: skip
         if edge:  # the best may lie beyond the grid: say so rather than call it tuned without a remark
             choice += " (at the grid's edge: the best may lie beyond it)"
         lines.append(f"| {row['run']} | {grid} | {head}{shown} | {choice} |")

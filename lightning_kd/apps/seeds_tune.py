@@ -1,7 +1,7 @@
 """Tuning inside ``lightning-kd seeds``: a run may declare a small ``grid`` of settings; each point is fitted on one
 seed and scored on the *validation* split, the best point is chosen, and only that point runs on the other seeds.
 
-    tune: {metric: val/acc, mode: max, seed: 0}          # the defaults
+    tune: {metric: val/acc, mode: max, seed: 0, extend: 0}   # the defaults
     runs:
       at:
         configs: [configs/fashion_mnist_cpu/base.yaml, configs/fashion_mnist/at.yaml]
@@ -13,6 +13,11 @@ A point reaches the fit as one more ``--config`` given as an inline YAML string 
 where a file is expected), holding the changed values: a list the path goes through is written whole, with its
 one item changed, because a later config replaces a list rather than merging it. The printed commands therefore
 reproduce the point without any file of the runner's.
+
+``extend: n`` (a one-path grid of positive numbers): while the best point lies at the grid's edge, one more point
+is fitted beyond it, a step of the same ratio as the edge's last step (``[10, 100, 1000]`` with the best at 10 adds
+1), at most ``n`` times — a grid whose best is its smallest weight has not found the best weight yet. The table
+lists the added points beside the declared ones.
 
 Layout: ``<out>/<run>/grid/<point>/seed_<s>/`` (a point's tuning fit *is* its ``seed`` run: the chosen point's
 tuning seed is reused, not refitted), and ``<out>/<run>/tuning.json`` (every point's validation figure, the
@@ -35,7 +40,7 @@ import yaml
 from lightning_kd.apps.seeds_run import diverged
 
 MAX_POINTS = 8
-TUNE_KEYS = {"metric", "mode", "seed", "max_points"}
+TUNE_KEYS = {"metric", "mode", "seed", "max_points", "extend"}
 
 
 def tune_settings(study: dict[str, Any], where: str) -> dict[str, Any]:
@@ -48,6 +53,10 @@ def tune_settings(study: dict[str, Any], where: str) -> dict[str, Any]:
     tune.setdefault("mode", "max")
     tune.setdefault("seed", (study.get("seeds") or [0])[0])
     tune.setdefault("max_points", MAX_POINTS)
+    tune.setdefault("extend", 0)
+    if not isinstance(tune["extend"], int) or isinstance(tune["extend"], bool) or tune["extend"] < 0:
+        raise ValueError(f"{where}: tune extend must be a whole number >= 0 (points added beyond the grid's edge), "
+                         f"got {tune['extend']!r}.")  # fmt: skip
     if tune["mode"] not in ("max", "min"):
         raise ValueError(f"{where}: tune mode must be 'max' or 'min', got {tune['mode']!r}.")
     if not str(tune["metric"]).startswith("val/"):
@@ -79,10 +88,13 @@ def check_grids(study: dict[str, Any], where: str) -> None:
         if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
             raise ValueError(f"{where}: run {name!r}: grid maps dotted recipe paths to non-empty lists of values.")
         count = math.prod(len(v) for v in grid.values())
-        if count > tune["max_points"]:
+        added = tune["extend"] if extensible(grid) else 0
+        if count + added > tune["max_points"]:
             raise ValueError(
-                f"{where}: run {name!r}: the grid has {count} points, more than tune.max_points = "
-                f"{tune['max_points']}; shorten the lists (or raise max_points knowingly)."
+                f"{where}: run {name!r}: the grid has {count} points"
+                + (f" and up to {added} added beyond its edge (tune.extend)" if added else "")
+                + f", more than tune.max_points = {tune['max_points']}; shorten the lists (or raise max_points "
+                "knowingly)."
             )
         merged = merged_recipe(run["configs"])
         for key in grid:
@@ -188,32 +200,78 @@ def point_dir(out: Path, name: str, point: dict[str, Any]) -> Path:
     return out / name / "grid" / label(point)
 
 
-def choose(study: dict[str, Any], out: Path, name: str) -> dict[str, Any] | None:
-    """Score every point of ``name`` on the tuning seed's validation metric and pick the best (the first declared
-    on a tie); writes ``<out>/<name>/tuning.json``. ``None`` while a point has no finished tuning seed."""
+def extensible(grid: dict[str, list]) -> bool:
+    """A grid ``extend`` may widen: one key, two values at least, every value a positive number."""
+    if len(grid) != 1:
+        return False
+    values = next(iter(grid.values()))
+    return len(values) >= 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
+    )
+
+
+def _score(tune: dict[str, Any], out: Path, name: str, point: dict[str, Any]) -> float | None:
+    """A point's validation figure on the tuning seed; NaN: its fit diverged; None: not finished."""
+    result_file = point_dir(out, name, point) / f"seed_{tune['seed']}" / "result.json"
+    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    if diverged(result):
+        return math.nan  # the setting diverged: it ranks last, and the others are still compared
+    return (result.get("metrics") or {}).get(tune["metric"]) if result.get("status") == "ok" else None
+
+
+def _best(tune: dict[str, Any], pts: list[dict[str, Any]], scores: list[float]) -> dict[str, Any]:
+    sign = 1 if tune["mode"] == "max" else -1
+    ranks = [-math.inf if math.isnan(float(v)) else sign * float(v) for v in scores]  # diverged: last
+    return pts[ranks.index(max(ranks))]  # the first of equals
+
+
+def all_points(study: dict[str, Any], out: Path, name: str) -> list[dict[str, Any]]:
+    """The declared points, then those ``tune.extend`` adds beyond the edge the best point lies on (each added once
+    every earlier point has its tuning figure)."""
     tune, run = study["tune"], study["runs"][name]
-    scores: dict[str, float | None] = {}
-    for point in points(run):
-        result_file = point_dir(out, name, point) / f"seed_{tune['seed']}" / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.is_file() else {}
-        value = (result.get("metrics") or {}).get(tune["metric"]) if result.get("status") == "ok" else None
-        if diverged(result):
-            value = math.nan  # the setting diverged: it ranks last, and the others are still compared
-        scores[label(point)] = value
+    pts = points(run)
+    grid = run.get("grid") or {}
+    if not tune.get("extend") or not extensible(grid):
+        return pts
+    key = next(iter(grid))
+    for _ in range(tune["extend"]):
+        scores = [_score(tune, out, name, p) for p in pts]
+        if any(v is None for v in scores):
+            break
+        best = _best(tune, pts, scores)[key]
+        ordered = sorted(p[key] for p in pts)
+        if best == ordered[0]:
+            new = ordered[0] * ordered[0] / ordered[1]
+        elif best == ordered[-1]:
+            new = ordered[-1] * ordered[-1] / ordered[-2]
+        else:
+            break  # inside the grid: found
+        new = float(f"{new:.6g}")
+        if any(p[key] == new for p in pts):
+            break
+        pts.append({key: new})
+    return pts
+
+
+def choose(study: dict[str, Any], out: Path, name: str) -> dict[str, Any] | None:
+    """Score every point of ``name`` (those ``tune.extend`` added too) on the tuning seed's validation metric and
+    pick the best (the first declared on a tie); writes ``<out>/<name>/tuning.json``. ``None`` while a point has
+    no finished tuning seed."""
+    tune, run = study["tune"], study["runs"][name]
+    pts = all_points(study, out, name)
+    scores: dict[str, float | None] = {label(p): _score(tune, out, name, p) for p in pts}
     if not scores or any(v is None for v in scores.values()):
         return None
-    sign = 1 if tune["mode"] == "max" else -1
-
-    def rank(point: dict[str, Any]) -> float:  # a diverged point (NaN) ranks last
-        value = float(scores[label(point)])
-        return -math.inf if math.isnan(value) else sign * value
-
-    best = max(points(run), key=rank)  # max keeps the first of equals
+    best = _best(tune, pts, [float(v) for v in scores.values()])  # type: ignore[arg-type]
+    added = pts[len(points(run)) :]
+    grid = {k: [*v, *(p[k] for p in added)] for k, v in run["grid"].items()}
     choice = {
         "metric": tune["metric"],
         "mode": tune["mode"],
         "seed": tune["seed"],
-        "grid": run["grid"],
+        "grid": grid,
+        "declared": run["grid"],
+        "extended": [p for p in added],
         "scores": scores,
         "chosen": best,
         "label": label(best),
@@ -229,7 +287,10 @@ def chosen(out: Path, name: str, run: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     choice = json.loads(path.read_text())
-    return choice if choice.get("label") in {label(p) for p in points(run)} else None
+    known = points(run)
+    if choice.get("declared", run["grid"]) == run["grid"]:  # points added beyond this same grid's edge
+        known += choice.get("extended") or []
+    return choice if choice.get("label") in {label(p) for p in known} else None
 
 
 def seeds_dir(out: Path, name: str, run: dict[str, Any]) -> Path | None:

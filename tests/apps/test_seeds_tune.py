@@ -225,3 +225,72 @@ def test_one_value_for_several_paths_and_a_value_left_at_its_default():
     terms = after["model"]["init_args"]["feature_terms"]
     assert [t["init_args"]["weight"] for t in terms] == [0.3, 0.3, 0.3]
     assert [t["init_args"]["name"] for t in terms] == ["vid1", "vid2", "vid3"]
+
+
+def test_extend_fits_beyond_the_edge_the_best_lies_on_until_it_is_inside(tmp_path, monkeypatch, capsys):
+    """tune.extend: a best point at the grid's edge gets one more point beyond it, a step of the edge's own ratio
+    (10 -> 1 below [10, 100, 1000]; 1000 -> 10000 above), at most ``extend`` times; once the best is inside the
+    grid nothing is added. The fits are stood in for by result files whose validation figure peaks at a chosen
+    learning rate, so the order of the fits and the choice can be checked exactly."""
+    import lightning_kd.apps.seeds as seeds_module
+
+    fitted: list[tuple[str, float, int]] = []
+    peak = {"lr": 0.1}  # the validation figure is highest at this lr, lower the further (in log) from it
+
+    def fake_run_seed(name, run, seed, run_dir, extra, evaluate, also_validate=False):
+        lr = json.loads(run["args"][-1])["model"]["init_args"]["optimizer"]["init_args"]["lr"] if "args" in run \
+            else None  # fmt: skip
+        if (run_dir / "result.json").is_file() or lr is None:
+            return
+        import math
+
+        fitted.append((name, lr, seed))
+        val = 0.9 - 0.01 * abs(math.log10(lr / peak["lr"]))
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps(
+            {"status": "ok", "metrics": {"val/acc": val, "test/acc": val - 0.05 + 0.001 * seed}, "commands": []}
+        ))  # fmt: skip
+
+    monkeypatch.setattr(seeds_module, "run_seed", fake_run_seed)
+    lr_key = "model.init_args.optimizer.init_args.lr"
+    path = _study(tmp_path, tune={"extend": 2})
+    study = yaml.safe_load(path.read_text())
+    study["runs"] = {"lr": {"configs": [BASE, STUDENT], "grid": {lr_key: [10.0, 100.0, 1000.0]}}}
+    study.pop("baseline")
+    path.write_text(yaml.safe_dump(study))
+    out = tmp_path / "out"
+    seeds_main([str(path), "--out", str(out)])
+    # best at 10 (the low edge) -> 1.0; still the edge -> 0.1, the second and last extension; 0.1 is chosen
+    assert fitted == [("lr", 10.0, 0), ("lr", 100.0, 0), ("lr", 1000.0, 0), ("lr", 1.0, 0), ("lr", 0.1, 0),
+                      ("lr", 0.1, 1)]  # fmt: skip
+    tuning = json.loads((out / "lr" / "tuning.json").read_text())
+    assert tuning["label"] == "lr=0.1" and tuning["grid"] == {lr_key: [10.0, 100.0, 1000.0, 1.0, 0.1]}
+    assert tuning["extended"] == [{lr_key: 1.0}, {lr_key: 0.1}] and tuning["declared"] == {lr_key: [10.0, 100.0, 1000.0]}
+    md = (out / "results.md").read_text()
+    assert f"`{lr_key}` ∈ [10.0, 100.0, 1000.0], then 1.0, 0.1 (beyond the edge the best lay on: tune.extend)" in md
+    assert "| lr=0.1 (at the grid's edge: the best may lie beyond it) |" in md  # extend spent, still the edge
+    row = next(r for r in json.loads((out / "results.json").read_text())["rows"] if r["run"] == "lr")
+    assert row["seeds"] == [0, 1] and row["metrics"]["test/acc"]["per_seed"] == {"0": 0.85, "1": 0.851}
+    # the peak at the first added point: the second shows it is inside, and 1.0 is chosen without a remark
+    fitted.clear()
+    peak["lr"] = 1.0
+    out2 = tmp_path / "out2"
+    seeds_main([str(path), "--out", str(out2)])
+    assert [lr for _, lr, s in fitted if s == 0] == [10.0, 100.0, 1000.0, 1.0, 0.1]
+    md = (out2 / "results.md").read_text()
+    assert "then 1.0, 0.1 (beyond" in md and "| lr=1.0 |" in md
+    # the high edge widens upwards; a best inside the declared grid adds nothing
+    for lr_peak, added in ((10000.0, [10000.0, 100000.0]), (100.0, [])):
+        fitted.clear()
+        peak["lr"] = lr_peak
+        seeds_main([str(path), "--out", str(tmp_path / f"out_{lr_peak}")])
+        assert [lr for _, lr, s in fitted if s == 0] == [10.0, 100.0, 1000.0, *added]
+    # a grid that extend cannot widen (two keys) and a budget it would break are refused or left as declared
+    study["tune"] = {"extend": 6}
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ValueError, match=r"the grid has 3 points and up to 6 added beyond its edge \(tune.extend\)"):
+        read_study(path)
+    study["tune"] = {"extend": -1}
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ValueError, match=r"tune extend must be a whole number >= 0"):
+        read_study(path)
