@@ -240,13 +240,10 @@ def all_points(study: dict[str, Any], out: Path, name: str) -> list[dict[str, An
             break
         best = _best(tune, pts, scores)[key]
         ordered = sorted(p[key] for p in pts)
-        if best == ordered[0]:
-            new = ordered[0] * ordered[0] / ordered[1]
-        elif best == ordered[-1]:
-            new = ordered[-1] * ordered[-1] / ordered[-2]
-        else:
+        if best not in (ordered[0], ordered[-1]):
             break  # inside the grid: found
-        new = float(f"{new:.6g}")
+        edge, inner = (ordered[0], ordered[1]) if best == ordered[0] else (ordered[-1], ordered[-2])
+        new = float(f"{edge * edge / inner:.6g}")  # one more step of the edge's own ratio
         if any(p[key] == new for p in pts):
             break
         pts.append({key: new})
@@ -271,7 +268,7 @@ def choose(study: dict[str, Any], out: Path, name: str) -> dict[str, Any] | None
         "seed": tune["seed"],
         "grid": grid,
         "declared": run["grid"],
-        "extended": [p for p in added],
+        "extended": added,
         "scores": scores,
         "chosen": best,
         "label": label(best),

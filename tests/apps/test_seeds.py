@@ -200,7 +200,9 @@ def test_table_goes_into_a_document_between_its_markers_and_nothing_else_changes
         folder = out / run / "seed_0"
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(
-            json.dumps({"status": "ok", "metrics": {"test/acc": acc}, "fit_seconds": 1.0, "commands": ["lightning-kd fit -x"]})
+            json.dumps(
+                {"status": "ok", "metrics": {"test/acc": acc}, "fit_seconds": 1.0, "commands": ["lightning-kd fit -x"]}
+            )
         )
     doc = tmp_path / "results.md"
     before, after = "# Results\n\nprose above\n\n", "\n\nprose below <!-- seeds-table: other -->\n"

@@ -265,7 +265,9 @@ def test_extend_fits_beyond_the_edge_the_best_lies_on_until_it_is_inside(tmp_pat
                       ("lr", 0.1, 1)]  # fmt: skip
     tuning = json.loads((out / "lr" / "tuning.json").read_text())
     assert tuning["label"] == "lr=0.1" and tuning["grid"] == {lr_key: [10.0, 100.0, 1000.0, 1.0, 0.1]}
-    assert tuning["extended"] == [{lr_key: 1.0}, {lr_key: 0.1}] and tuning["declared"] == {lr_key: [10.0, 100.0, 1000.0]}
+    assert tuning["extended"] == [{lr_key: 1.0}, {lr_key: 0.1}] and tuning["declared"] == {
+        lr_key: [10.0, 100.0, 1000.0]
+    }
     md = (out / "results.md").read_text()
     assert f"`{lr_key}` ∈ [10.0, 100.0, 1000.0], then 1.0, 0.1 (beyond the edge the best lay on: tune.extend)" in md
     assert "| lr=0.1 (at the grid's edge: the best may lie beyond it) |" in md  # extend spent, still the edge
