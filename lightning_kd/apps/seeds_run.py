@@ -4,6 +4,7 @@ into its folder; a folder being run holds a lock file, so parts may run side by 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -77,6 +78,16 @@ def environment() -> dict[str, Any]:
     return {"threads": torch.get_num_threads(), **provenance()}
 
 
+def recipe_digest(run: dict[str, Any], extra: Sequence[str]) -> str:
+    """A digest of what a (run, seed) fits: its config files' bytes (a pipeline: its file's), its arguments and the
+    study's; a result made from another digest is not this recipe's."""
+    digest = hashlib.sha256()
+    for path in [*run.get("configs", []), *([run["pipeline"]] if "pipeline" in run else [])]:
+        digest.update(Path(path).read_bytes() if Path(path).is_file() else str(path).encode())
+    digest.update(json.dumps([list(run.get("args", [])), list(extra)]).encode())
+    return digest.hexdigest()[:16]
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -87,6 +98,7 @@ def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
     run_dir = Path(spec["run_dir"])
     result: dict[str, Any] = {"run": spec["name"], "seed": spec["seed"], "commands": spec["commands"]}
+    result["recipe"] = spec.get("recipe")
     result["environment"] = environment()
     try:
         result.update(run_one(spec), status="ok")
@@ -103,15 +115,26 @@ def _locked(run_dir: Path) -> Path | None:
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        try:
-            os.kill(int(lock.read_text() or 0), 0)
+        if _locked_by_other(run_dir):
             return None  # its owner is alive
-        except (OSError, ValueError):
-            lock.unlink(missing_ok=True)  # a dead owner's lock
-            return _locked(run_dir)
+        lock.unlink(missing_ok=True)  # a dead owner's lock
+        return _locked(run_dir)
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     return lock
+
+
+def _locked_by_other(run_dir: Path) -> bool:
+    """Whether a live process holds ``run_dir/.lock`` (an empty or unreadable lock has no owner: pid 0 would
+    name this process group)."""
+    try:
+        pid = int((run_dir / ".lock").read_text())
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 DIVERGED = ("DivergedLossError", "NonFiniteLossError")
@@ -129,6 +152,13 @@ def run_seed(
     """One (run, seed) in a subprocess of its own, unless it finished before or another process holds it."""
     result_file = run_dir / "result.json"
     before = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    recipe = recipe_digest(run, extra)
+    if before.get("recipe") not in (None, recipe) and not _locked_by_other(run_dir):  # the recipe changed since
+        stale = run_dir.with_name(f"{run_dir.name}.recipe-{before['recipe']}")
+        run_dir.rename(stale)  # kept, not overwritten: the user's earlier fit
+        print(f"[seeds] {name} seed {seed}: its recipe changed since the fit in {run_dir} (a config file or an "
+              f"argument); that fit moved to {stale}, fitting the current recipe", flush=True)  # fmt: skip
+        before = {}
     if before.get("status") == "ok":
         print(f"[seeds] {name} seed {seed}: done before, kept ({run_dir})", flush=True)
         return
@@ -142,7 +172,7 @@ def run_seed(
         return
     try:
         spec = {"name": name, "run": run, "seed": seed, "run_dir": str(run_dir), "extra": list(extra)}
-        spec.update(evaluate=evaluate, also_validate=also_validate)
+        spec.update(evaluate=evaluate, also_validate=also_validate, recipe=recipe)
         spec["commands"] = commands(run, seed, run_dir, extra, evaluate)
         print(f"[seeds] {name} seed {seed}: {spec['commands'][0]}", flush=True)
         start = time.perf_counter()

@@ -223,3 +223,34 @@ def test_table_goes_into_a_document_between_its_markers_and_nothing_else_changes
     plain.write_text("<!-- seeds-table: study -->\nno end\n")
     with pytest.raises(SystemExit, match="has no '<!-- /seeds-table -->' after it"):
         seeds_main([str(study), "--out", str(out), "--table-only", "--into", str(plain)])
+
+
+def test_a_changed_recipe_is_refitted_and_the_earlier_fit_kept_aside(tmp_path, capsys):
+    """A finished seed is kept only while its recipe is the same: edit a config file the run reads and the next
+    invocation moves the earlier fit aside (never deletes it) and fits the recipe as it now is."""
+    student = tmp_path / "student.yaml"
+    student.write_text(Path(STUDENT).read_text())
+    study = _write_study(tmp_path, seeds=[0])
+    spec = yaml.safe_load(study.read_text())
+    spec["runs"] = {"student": {"configs": [BASE, str(student)]}}
+    study.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    seeds_main([str(study), "--out", str(out)])
+    first = json.loads((out / "student" / "seed_0" / "result.json").read_text())
+    assert first["status"] == "ok" and len(first["recipe"]) == 16
+    seeds_main([str(study), "--out", str(out)])  # unchanged: kept
+    assert "done before, kept" in capsys.readouterr().out
+    student.write_text(student.read_text().replace("hidden: [32]", "hidden: [16]"))
+    seeds_main([str(study), "--out", str(out)])
+    printed = capsys.readouterr().out
+    stale = out / "student" / f"seed_0.recipe-{first['recipe']}"
+    assert f"its recipe changed since the fit in {out / 'student' / 'seed_0'}" in printed and str(stale) in printed
+    assert json.loads((stale / "result.json").read_text()) == first and (stale / "model.ckpt").is_file()
+    second = json.loads((out / "student" / "seed_0" / "result.json").read_text())
+    assert second["status"] == "ok" and second["recipe"] != first["recipe"]
+    # a study argument is part of the recipe too
+    spec["args"] = [*TINY, "--trainer.limit_train_batches=2"]
+    study.write_text(yaml.safe_dump(spec))
+    seeds_main([str(study), "--out", str(out)])
+    assert "its recipe changed" in capsys.readouterr().out
+    assert len(list((out / "student").glob("seed_0.recipe-*"))) == 2

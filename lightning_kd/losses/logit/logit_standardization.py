@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lightning_kd.losses.divergence import check_temperature
-from lightning_kd.losses.logit._common import check_logits, check_same_logits
+from lightning_kd.losses.logit._common import check_logits, check_nonnegative, check_same_logits
 from lightning_kd.losses.logit.kd import kd_loss
 
 _EPS = 1e-7
@@ -60,13 +60,26 @@ def logit_standardized_kd_loss(
 
 
 class LogitStandardizedKDLoss(nn.Module):
-    """Module form of :func:`logit_standardized_kd_loss`; the temperature comes with every call (the paper's code
-    uses ``T = 2``: set it on the distillation module).
+    """Module form of :func:`logit_standardized_kd_loss` times ``weight``; the temperature comes with every call
+    (the paper's code uses ``T = 2``: set it on the distillation module).
+
+    The authors weight this loss 9 beside cross-entropy 0.1 (``--kd-weight 9`` on mdistiller's KD config, whose
+    CE weight is 0.1): z-scored logits at ``T = 2`` give flat distributions and a small KL, so at a distillation
+    module's ``alpha = 0.9`` alone the term is 10x weaker than theirs. ``weight = 10`` with ``alpha = 0.9``
+    reproduces their 0.1 : 9.
+
+    Args:
+        weight: factor on the loss (``>= 0``; 1 = the loss as defined above).
 
     Example:
-        >>> LogitStandardizedKDLoss()(torch.randn(8, 10), torch.randn(8, 10), temperature=2.0).shape
+        >>> LogitStandardizedKDLoss(weight=10.0)(torch.randn(8, 10), torch.randn(8, 10), temperature=2.0).shape
         torch.Size([])
     """
 
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        check_nonnegative("weight", weight, "the factor on the logit-standardised KD loss", 10.0)
+        self.weight = float(weight)
+
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, temperature: float | Tensor = 2.0) -> Tensor:
-        return logit_standardized_kd_loss(student_logits, teacher_logits, temperature)
+        return logit_standardized_kd_loss(student_logits, teacher_logits, temperature) * self.weight

@@ -261,6 +261,8 @@ def test_ls_kd_matches_plain_python(temp: float) -> None:
     s, t = torch.tensor(S), torch.tensor(T)
     assert logit_standardized_kd_loss(s, t, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
     assert LogitStandardizedKDLoss()(s, t, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
+    # the authors' 9 : 0.1 beside CE is alpha = 0.9 with weight 10 on the module
+    assert LogitStandardizedKDLoss(weight=10.0)(s, t, temperature=temp).item() == pytest.approx(10 * expected, rel=1e-5)
 
 
 def test_ls_kd_by_hand() -> None:
@@ -284,6 +286,8 @@ def test_ls_kd_invariant_to_per_sample_shift_and_positive_scale() -> None:
 
 
 def test_ls_kd_errors() -> None:
+    with pytest.raises(ValueError, match=r"weight must be a finite number >= 0 .* got -1.0. Use e.g. weight=10.0"):
+        LogitStandardizedKDLoss(weight=-1.0)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         LogitStandardizedKDLoss()(torch.randn(4, 3), torch.randn(4, 3), temperature=0.0)
     with pytest.raises(ValueError, match="at least 2 classes"):
