@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from lightning_kd.apps.seeds_run import commands, fit_args, run_seed, worker  # noqa: F401 - fit_args: public
-from lightning_kd.apps.seeds_table import write_tables
+from lightning_kd.apps.seeds_table import atomic_write, write_tables
 from lightning_kd.apps.seeds_tune import all_points, check_grids, choose, label, point_dir, point_run
 
 RUN_KEYS = {"configs", "pipeline", "args", "grid"}
@@ -178,9 +178,7 @@ def insert_table(path: Path, name: str, markdown: str, out: Path) -> None:
     if end not in rest:
         raise SystemExit(f"seeds --into {path}: '{begin}' has no '{end}' after it; add it where the table ends")
     tail = rest.split(end, 1)[1]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{head}{begin}\n\n{markdown.strip()}\n\n{end}{tail}")
-    os.replace(tmp, path)
+    atomic_write(path, f"{head}{begin}\n\n{markdown.strip()}\n\n{end}{tail}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -204,7 +204,8 @@ def _environment_lines(rows: list[dict[str, Any]]) -> list[str]:
     return ["", "Measured with (fits in the table above):", ""] + [f"- {k}: {n}" for k, n in sorted(counts.items())]
 
 
-def _atomic(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (a reader never sees half a table)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -215,8 +216,10 @@ def write_tables(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(study, out, seeds)
     text = markdown(study, rows, seeds)
-    _atomic(out / "results.md", f"# {study['name']}\n\n{text}")
-    _atomic(out / "results.json", json.dumps({"study": study["name"], "seeds": list(seeds), "rows": rows}, indent=2))
+    atomic_write(out / "results.md", f"# {study['name']}\n\n{text}")
+    atomic_write(
+        out / "results.json", json.dumps({"study": study["name"], "seeds": list(seeds), "rows": rows}, indent=2)
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["run", "metric", "seed", "value", "diff_vs_baseline", "fit_seconds"])
@@ -225,7 +228,7 @@ def write_tables(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict
             for seed, value in m["per_seed"].items():
                 diff = (m.get("diff") or {}).get("per_seed", {}).get(seed, "")
                 writer.writerow([row["run"], metric, seed, value, diff, round(row["fit_seconds"], 1)])
-    _atomic(out / "results.csv", buffer.getvalue())
+    atomic_write(out / "results.csv", buffer.getvalue())
     _plot(study, rows, out / "results.png")
     return {"rows": rows, "markdown": text}
 
