@@ -127,8 +127,10 @@ def run_study(
     names: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     extra: Sequence[str] = (),
+    again: bool = False,
 ) -> dict[str, Any]:
-    """Run the study's runs (``names``; default all) over ``seeds`` (default the study's), then write the tables."""
+    """Run the study's runs (``names``; default all) over ``seeds`` (default the study's), then write the tables;
+    ``again``: finished fits are evaluated again (their models, not refitted)."""
     seeds = list(seeds if seeds is not None else study["seeds"])
     names = list(names or study["runs"])
     run_setup(study)
@@ -137,7 +139,8 @@ def run_study(
         run = study["runs"][name]
         if "grid" not in run:
             for seed in seeds:
-                run_seed(name, run, seed, out / name / f"seed_{seed}", extra, study.get("evaluate", "test"))
+                evaluate = study.get("evaluate", "test")
+                run_seed(name, run, seed, out / name / f"seed_{seed}", extra, evaluate, again=again)
             continue
         # tuning: every point on the tuning seed, scored on validation; then the chosen point on every seed
         tune_seed = study["tune"]["seed"]
@@ -146,7 +149,7 @@ def run_study(
             point = pending[0]
             tried.add(label(point))
             run_seed(name, point_run(run, point), tune_seed, point_dir(out, name, point) / f"seed_{tune_seed}",
-                      extra, "test", also_validate=True)  # fmt: skip
+                      extra, "test", also_validate=True, again=again)  # fmt: skip
         choice = choose(study, out, name)
         if choice is None:
             print(f"[seeds] {name}: a grid point has no finished tuning seed; nothing chosen yet", flush=True)
@@ -155,7 +158,7 @@ def run_study(
         folder = point_dir(out, name, choice["chosen"])
         for seed in seeds:
             run_seed(name, point_run(run, choice["chosen"]), seed, folder / f"seed_{seed}", extra, "test",
-                      also_validate=True)  # fmt: skip
+                      also_validate=True, again=again)  # fmt: skip
     return write_tables(study, out, seeds)
 
 
@@ -200,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="also put the table into FILE.md, between its '<!-- seeds-table: NAME -->' and '<!-- /seeds-table -->' "
         "lines (NAME: the study's name); the rest of the file is left as it is",
     )
+    parser.add_argument(
+        "--re-evaluate",
+        action="store_true",
+        help="evaluate the finished fits' models again (after a metric was added or the evaluation fixed): the fits "
+        "are kept, their metrics updated; unfinished ones are fitted as usual",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.epilog = "Any other argument (e.g. --trainer.max_epochs=5) is passed to every run's fit."
     args, extra = parser.parse_known_args(argv)
@@ -222,7 +231,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out or study.get("out_dir") or f"runs/seeds/{study['name']}")
     seeds = args.seeds if args.seeds is not None else study["seeds"]
     extra = [a for a in extra if a != "--"]
-    table = write_tables(study, out, seeds) if args.table_only else run_study(study, out, names, seeds, extra)
+    if args.table_only:
+        table = write_tables(study, out, seeds)
+    else:
+        table = run_study(study, out, names, seeds, extra, args.re_evaluate)
     print(table["markdown"])
     print(f"\n[seeds] tables: {out / 'results.md'} (.json, .csv)")
     if args.into:

@@ -52,7 +52,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         last = stages[-1]
         return {"metrics": {"test/acc": last["test_acc"]}, "fit_seconds": time.perf_counter() - start, "stages": stages}
     cli = build_cli(fit_args(run, seed, run_dir, spec["extra"]), run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if not spec.get("evaluate_only"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_seconds = time.perf_counter() - start
     target = run_dir / "model.ckpt"
     if not target.is_file():
@@ -94,8 +95,22 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def re_evaluate(spec: dict[str, Any]) -> None:
+    """Evaluate a finished fit's published model again (``seeds --re-evaluate``: after a metric was added to the
+    module, or a fix to the evaluation): the fit is kept, its metrics are updated, and the evaluation's own
+    environment is recorded beside the fit's."""
+    result_file = Path(spec["run_dir"]) / "result.json"
+    result = json.loads(result_file.read_text())
+    out = run_one({**spec, "evaluate_only": True})
+    result["metrics"] = {**result.get("metrics", {}), **out["metrics"]}
+    result["re_evaluated"] = {"environment": environment(), "seconds": out["test_seconds"]}
+    _write_json(result_file, result)
+
+
 def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    if spec.get("evaluate_only"):
+        return re_evaluate(spec)
     run_dir = Path(spec["run_dir"])
     result: dict[str, Any] = {"run": spec["name"], "seed": spec["seed"], "commands": spec["commands"]}
     result["recipe"] = spec.get("recipe")
@@ -147,9 +162,10 @@ def diverged(result: dict[str, Any]) -> bool:
 
 def run_seed(
     name: str, run: dict[str, Any], seed: int, run_dir: Path, extra: Sequence[str], evaluate: str,
-    also_validate: bool = False,
+    also_validate: bool = False, again: bool = False,
 ) -> None:  # fmt: skip
-    """One (run, seed) in a subprocess of its own, unless it finished before or another process holds it."""
+    """One (run, seed) in a subprocess of its own, unless it finished before or another process holds it;
+    ``again``: a finished fit's model is evaluated again (its metrics updated, the fit kept)."""
     result_file = run_dir / "result.json"
     before = json.loads(result_file.read_text()) if result_file.is_file() else {}
     recipe = recipe_digest(run, extra)
@@ -159,8 +175,12 @@ def run_seed(
         print(f"[seeds] {name} seed {seed}: its recipe changed since the fit in {run_dir} (a config file or an "
               f"argument); that fit moved to {stale}, fitting the current recipe", flush=True)  # fmt: skip
         before = {}
-    if before.get("status") == "ok":
+    if before.get("status") == "ok" and not (again and "pipeline" not in run):
         print(f"[seeds] {name} seed {seed}: done before, kept ({run_dir})", flush=True)
+        return
+    if before.get("status") == "ok" and not (run_dir / "model.ckpt").is_file():
+        print(f"[seeds] {name} seed {seed}: done before, its model is gone ({run_dir / 'model.ckpt'}): "
+              "not evaluated again", flush=True)  # fmt: skip
         return
     if also_validate and diverged(before):  # a grid point whose setting diverges: an outcome, not a fault to retry
         print(f"[seeds] {name} seed {seed}: diverged before, kept as diverged ({run_dir})", flush=True)
@@ -174,7 +194,8 @@ def run_seed(
         spec = {"name": name, "run": run, "seed": seed, "run_dir": str(run_dir), "extra": list(extra)}
         spec.update(evaluate=evaluate, also_validate=also_validate, recipe=recipe)
         spec["commands"] = commands(run, seed, run_dir, extra, evaluate)
-        print(f"[seeds] {name} seed {seed}: {spec['commands'][0]}", flush=True)
+        spec["evaluate_only"] = before.get("status") == "ok"  # only with `again`
+        print(f"[seeds] {name} seed {seed}: {spec['commands'][1 if spec['evaluate_only'] else 0]}", flush=True)
         start = time.perf_counter()
         with open(run_dir / "log.txt", "w") as log:
             code = subprocess.run(
@@ -184,7 +205,7 @@ def run_seed(
             ).returncode
         status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir / 'log.txt'})"
         print(f"[seeds] {name} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
-        if code != 0 and not result_file.is_file():
+        if code != 0 and not result_file.is_file() and not spec["evaluate_only"]:
             _write_json(result_file, {"run": name, "seed": seed, "status": "failed", "error": f"exit {code}"})
     finally:
         lock.unlink(missing_ok=True)

@@ -35,10 +35,14 @@ def seeded_loader(
 
 
 class PackedSequences(Dataset):
-    """Rows of a ``(N, L)`` token array as causal-LM samples; whole batches come from ``__getitems__``."""
+    """Rows of a ``(N, L)`` token array as causal-LM samples; whole batches come from ``__getitems__``. With
+    ``token_bytes`` (``(N, L)``: the bytes of text each token stands for) batches carry them, and evaluation reports
+    bits per byte."""
 
-    def __init__(self, ids: np.ndarray, with_indices: bool = False) -> None:
-        self.ids, self.with_indices = ids, with_indices
+    def __init__(self, ids: np.ndarray, with_indices: bool = False, token_bytes: np.ndarray | None = None) -> None:
+        if token_bytes is not None and token_bytes.shape != ids.shape:
+            raise ValueError(f"token_bytes has shape {token_bytes.shape}, the token rows {ids.shape}.")
+        self.ids, self.with_indices, self.token_bytes = ids, with_indices, token_bytes
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,6 +55,8 @@ class PackedSequences(Dataset):
         batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
         if self.with_indices:
             batch["index"] = torch.as_tensor(indices, dtype=torch.int64)  # (B,): an offline teacher's keys
+        if self.token_bytes is not None:
+            batch["token_bytes"] = torch.from_numpy(self.token_bytes[np.asarray(indices)].astype(np.int64))
         return batch
 
 

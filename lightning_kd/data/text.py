@@ -190,7 +190,7 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         if self.splits:
             return
         for name, corpus in (("train", self.train_corpus), ("val", self.val_corpus)):
-            stream = self.token_stream(corpus)
+            stream = stream_all = self.token_stream(corpus)
             n = len(stream) // self.seq_len
             if n == 0:
                 raise ValueError(
@@ -209,12 +209,30 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
                 self.splits[name] = self.aligned_split(corpus, kept, self.seq_len, indexed)
                 self.stats.update({f"{name}_{k}": v for k, v in self.splits[name].stats().items()})
             else:
-                self.splits[name] = PackedSequences(rows, with_indices=indexed)
+                widths = self.byte_widths(corpus, stream_all, kept) if name == "val" else None
+                self.splits[name] = PackedSequences(rows, with_indices=indexed, token_bytes=widths)
             report = corpus.decoding_report()
             if report:
                 rank_zero_warn(f"{type(self).__name__}: the {name} split: {report}")
             self.stats.update({f"{name}_files": len(corpus.files), f"{name}_chars": corpus.num_chars})
             self.stats.update({f"{name}_tokens": len(stream), f"{name}_sequences": n})
+
+    def byte_widths(self, corpus: TextCorpus, stream: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
+        """``(rows, seq_len)``: the bytes of text each token of the kept rows stands for (end-of-text: 1), the
+        denominator of bits per byte — the same placement of tokens on the text as cross-tokenizer data, so the
+        figure compares runs of any vocabulary; ``None`` (with a warning) where the tokenizer cannot be placed."""
+        from lightning_kd.data.cross_text import spans_of
+
+        try:
+            spans = spans_of(self.tokenizer, corpus, self.cache_dir)
+        except ValueError as err:
+            rank_zero_warn(f"{type(self).__name__}: no bits per byte for the val split: {err}")
+            return None
+        if not np.array_equal(spans.ids, stream):
+            rank_zero_warn(f"{type(self).__name__}: no bits per byte: the val tokens differ from their byte spans.")
+            return None
+        n = len(stream) // self.seq_len
+        return (spans.ends - spans.starts)[: n * self.seq_len].reshape(n, self.seq_len)[kept]
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -254,3 +254,27 @@ def test_a_changed_recipe_is_refitted_and_the_earlier_fit_kept_aside(tmp_path, c
     seeds_main([str(study), "--out", str(out)])
     assert "its recipe changed" in capsys.readouterr().out
     assert len(list((out / "student").glob("seed_0.recipe-*"))) == 2
+
+
+def test_re_evaluate_scores_the_kept_model_again_without_refitting(tmp_path, capsys):
+    """``--re-evaluate``: a finished fit's published model is evaluated again (a metric added since: here one
+    removed from its result file comes back, the same value), the fit and its model untouched."""
+    study = _write_study(tmp_path, seeds=[0])
+    out = tmp_path / "out"
+    seeds_main([str(study), "--out", str(out), "--only", "student"])
+    folder = out / "student" / "seed_0"
+    first = json.loads((folder / "result.json").read_text())
+    stamp = (folder / "model.ckpt").stat().st_mtime_ns
+    trimmed = {**first, "metrics": {k: v for k, v in first["metrics"].items() if k != "test/acc"}}
+    (folder / "result.json").write_text(json.dumps(trimmed))
+    seeds_main([str(study), "--out", str(out), "--only", "student", "--re-evaluate"])
+    assert "lightning-kd test " in capsys.readouterr().out  # the evaluation command, not the fit
+    again = json.loads((folder / "result.json").read_text())
+    assert again["metrics"]["test/acc"] == first["metrics"]["test/acc"]
+    assert again["fit_seconds"] == first["fit_seconds"] and again["recipe"] == first["recipe"]
+    assert again["re_evaluated"]["environment"]["threads"] >= 1
+    assert (folder / "model.ckpt").stat().st_mtime_ns == stamp
+    (folder / "model.ckpt").unlink()
+    seeds_main([str(study), "--out", str(out), "--only", "student", "--re-evaluate"])
+    assert "its model is gone" in capsys.readouterr().out
+    assert json.loads((folder / "result.json").read_text()) == again
