@@ -3,14 +3,20 @@
 It trains (or reuses) a Llama teacher (2.2 M parameters) on the standard library's sources (byte-level BPE of
 4096 tokens trained locally; no download), then, for each seed, the same Llama student (0.6 M) twice with the same
 initialisation and batch order — alone, and distilled from the teacher with a token-level divergence — and prints
-held-out loss (nats per token) and perplexity side by side with the paired gain. The distilled student of the first
-seed is saved as a ``transformers`` folder with its tokenizer and greedy samples. The recipes in ``configs/lm/``
-run the same trainings through the CLI.
+held-out loss (nats per token), perplexity and bits per byte on the whole held-out split side by side with the
+paired gain. The distilled student of the first seed is saved as a ``transformers`` folder with its tokenizer and
+greedy samples. The recipes in ``configs/lm/`` run the same trainings through the CLI.
+
+As in ``lightning-kd quickstart``, the figures reproduce: the CPU thread count is pinned (``--threads``, default 2)
+and printed with the versions and the commit, and a teacher checkpoint is reused only when it was trained with
+this recipe (model, steps, learning rate, vocabulary, training text, threads: its file name carries a key of them).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -22,6 +28,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from lightning_kd.apps.quickstart import DEFAULT_THREADS, provenance
 from lightning_kd.apps.quiet import expect_frozen_teachers
 from lightning_kd.callbacks.lm_export import SaveLanguageModel
 from lightning_kd.data.text import PackedTextDataModule
@@ -59,6 +66,23 @@ def _trainer(steps: int, out: Path, name: str, val_batches: int | None, callback
     )
 
 
+def teacher_recipe(dm: PackedTextDataModule, steps: int, lr: float, threads: int) -> dict:
+    """What produces the teacher: a reused checkpoint must come from exactly this."""
+    return {
+        "model": {"llama_lm": TEACHER, "vocab_size": dm.vocab_size, "seed": 0}, "steps": steps,
+        "optimizer": f"AdamW(lr={lr}, weight_decay=0.01) + OneCycleLR(pct_start=0.1)", "vocab": dm.vocab_fingerprint,
+        "data": {"text": dm.train_corpus.sha256, "max_train_tokens": dm.max_train_tokens, "seq_len": dm.seq_len,
+                 "batch_size": dm.batch_size, "seed": 0},
+        "threads": threads, "torch": torch.__version__,
+    }  # fmt: skip
+
+
+def teacher_path(out: Path, recipe: dict) -> Path:
+    """``<out>/teacher/teacher-<key>.ckpt``, the key a digest of ``recipe``: another recipe has another file."""
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return out / "teacher" / f"teacher-{key}.ckpt"
+
+
 def _optimizer(lr: float) -> tuple[partial, partial]:
     return (
         partial(torch.optim.AdamW, lr=lr, weight_decay=0.01),
@@ -82,25 +106,32 @@ def run(
     retrain_teacher: bool = False,
     save: bool = True,
     tokenizer: str | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> dict:
-    """Train the teacher (unless its checkpoint exists), then per seed the student alone and with KD.
+    """Train the teacher (unless a checkpoint of this recipe exists), then per seed the student alone and with KD,
+    on ``threads`` CPU threads.
 
     Returns ``{"teacher": {...}, "seeds": {seed: {"alone": {...}, "kd": {...}, "gain": nats}}, ...}`` with the
-    validation metrics of each run (``loss`` in nats per token, ``ppl``, ``acc``; KD also ``agreement``).
-    ``tokenizer`` (a model folder or a ``tokenizer.json``) encodes the text instead of the library's BPE; the
-    models are then built for its vocabulary, and the teacher is kept per tokenizer.
+    validation metrics of each run (``loss`` in nats per token, ``ppl``, ``bpb``, ``acc``; KD also
+    ``agreement``). ``tokenizer`` (a model folder or a ``tokenizer.json``) encodes the text instead of the
+    library's BPE; the models are then built for its vocabulary (and the teacher's recipe names it).
     """
     if divergence not in TOKEN_DIVERGENCES:
         raise ValueError(f"divergence={divergence!r}; choose one of {', '.join(TOKEN_DIVERGENCES)}.")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}; the documented figures are for {DEFAULT_THREADS}.")
+    torch.set_num_threads(threads)
     out = Path(out_dir)
     data_args = dict(seq_len=128, batch_size=32, vocab_size=vocab_size, cache_dir=str(cache_dir))
     data_args.update(max_train_tokens=max_train_tokens, text_dir=text_dir, pattern="**/*.py", tokenizer=tokenizer)
-    results: dict = {"seeds": {}, "divergence": divergence, "alpha": alpha}
+    results: dict = {"seeds": {}, "divergence": divergence, "alpha": alpha, "threads": threads}
+    results["provenance"] = provenance()
     start = time.perf_counter()
     dm = PackedTextDataModule(**data_args, seed=0)
     dm.setup()
-    teacher_dir = "teacher" if tokenizer is None else f"teacher-{dm.vocab_fingerprint[:12]}"  # one per vocabulary
-    teacher_ckpt = out / teacher_dir / "teacher.ckpt"
+    recipe = teacher_recipe(dm, teacher_steps, lr, threads)
+    teacher_ckpt = teacher_path(out, recipe)
+    results["teacher_ckpt"] = str(teacher_ckpt)
     results["data"] = dict(dm.stats, vocab_size=dm.vocab_size)
     vocab = dm.vocab_size
 
@@ -112,8 +143,9 @@ def run(
         trainer.fit(module, dm)
         teacher_ckpt.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(teacher_ckpt, weights_only=True)  # records the data's vocabulary fingerprint
+        teacher_ckpt.with_suffix(".json").write_text(json.dumps(recipe, indent=2))
     else:
-        print(f"[teacher] reusing {teacher_ckpt}", flush=True)
+        print(f"[teacher] reusing {teacher_ckpt} (its recipe is this run's: {teacher_ckpt.stem}.json)", flush=True)
 
     for i, seed in enumerate(seeds):
         row: dict = {}
@@ -145,6 +177,8 @@ def run(
         row["gain"] = row["alone"]["loss"] - row["kd"]["loss"]
         results["seeds"][seed] = row
         results["teacher"] = {k: row["kd"][f"teacher_{k}"] for k in ("loss", "ppl", "acc")}
+        if "bpb" in row["kd"]:  # the same held-out bytes: the teacher's bits per byte from its nats per token
+            results["teacher"]["bpb"] = row["kd"]["bpb"] * row["kd"]["teacher_loss"] / row["kd"]["loss"]
         if saver is not None and saver.saved is not None:
             results["student_folder"] = str(saver.saved)
     results["teacher_params"] = sum(p.numel() for p in make_teacher(vocab).parameters())
@@ -155,19 +189,24 @@ def run(
 
 def format_table(r: dict) -> str:
     """Markdown table of a :func:`run` result."""
-    t = r["teacher"]
+    t, p = r["teacher"], r["provenance"]
+    bpb = lambda m: f"{m['bpb']:.4f}" if "bpb" in m else "–"  # noqa: E731
     lines = [
-        f"teacher: {r['teacher_params']:,} parameters, val loss {t['loss']:.3f} nats/token, ppl {t['ppl']:.1f}",
+        f"teacher: {r['teacher_params']:,} parameters, val loss {t['loss']:.3f} nats/token, ppl {t['ppl']:.1f}, "
+        f"{bpb(t)} bits/byte",
         f"student: {r['student_params']:,} parameters ({r['teacher_params'] / r['student_params']:.1f}x smaller); "
         f"KD = {r['divergence']}, alpha {r['alpha']}",
+        f"{r['threads']} CPU thread(s); torch {p['torch']}, lightning {p['lightning']}, lightning-kd "
+        f"{p['lightning_kd']} (commit {p['commit']})",
         "",
-        "| seed | alone: val loss | alone: ppl | KD: val loss | KD: ppl | KD: top-1 agreement | gain (nats) |",
-        "|---|---|---|---|---|---|---|",
+        "| seed | alone: val loss | alone: ppl | alone: bits/byte | KD: val loss | KD: ppl | KD: bits/byte "
+        "| KD: top-1 agreement | gain (nats) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for seed, row in r["seeds"].items():
         a, k = row["alone"], row["kd"]
         lines.append(
-            f"| {seed} | {a['loss']:.4f} | {a['ppl']:.2f} | {k['loss']:.4f} | {k['ppl']:.2f} | "
+            f"| {seed} | {a['loss']:.4f} | {a['ppl']:.2f} | {bpb(a)} | {k['loss']:.4f} | {k['ppl']:.2f} | {bpb(k)} | "
             f"{k['agreement']:.4f} | {row['gain']:+.4f} |"
         )
     return "\n".join(lines)
@@ -190,8 +229,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--retrain-teacher", action="store_true", help="train the teacher even if its checkpoint exists"
     )
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS,
+        help=f"CPU threads (default {DEFAULT_THREADS}: docs/results.md's figures are for it; others give others)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     r = run(
         args.out_dir,
         args.seeds,
@@ -204,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cache_dir=args.cache_dir,
         retrain_teacher=args.retrain_teacher,
         tokenizer=args.tokenizer,
+        threads=args.threads,
     )
     d = r["data"]
     print(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -36,10 +39,23 @@ def test_quickstart_lm_runs_and_reuses_its_teacher(tmp_path, capsys):
     assert (folder / "config.json").is_file() and (folder / "samples.md").is_file()
     table = lm_quickstart.format_table(r)
     assert "| 0 |" in table and "gain (nats)" in table
-    ckpt = tmp_path / "out" / "teacher" / "teacher.ckpt"
+    assert "bits/byte" in table and f"2 CPU thread(s); torch {torch.__version__}" in table
+    assert r["threads"] == 2 and 0 < row["kd"]["bpb"] < 20 and 0 < r["teacher"]["bpb"] < 20
+    ckpt = Path(r["teacher_ckpt"])
+    assert ckpt.parent == tmp_path / "out" / "teacher" and ckpt.name.startswith("teacher-")
+    assert json.loads(ckpt.with_suffix(".json").read_text())["steps"] == 2
     stamp = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
     lm_quickstart.run(**args, save=False)
     assert "reusing" in capsys.readouterr().out and ckpt.stat().st_mtime_ns == stamp  # the teacher is not retrained
+    # another recipe (3 teacher steps, or another thread count) is not served that teacher: it trains its own
+    for other in ({**args, "teacher_steps": 3}, {**args, "threads": 1}):
+        r2 = lm_quickstart.run(**other, save=False)
+        assert "reusing" not in capsys.readouterr().out and r2["teacher_ckpt"] != str(ckpt)
+    torch.set_num_threads(2)  # run() pins the process's threads; the suite's count back
+    assert ckpt.stat().st_mtime_ns == stamp and len(list(ckpt.parent.glob("teacher-*.ckpt"))) == 3
+    with pytest.raises(ValueError, match=r"threads must be >= 1, got 0; the documented figures are for 2"):
+        lm_quickstart.run(**args, threads=0)
 
 
 def test_quickstart_lm_takes_a_models_tokenizer(tmp_path):
@@ -59,7 +75,7 @@ def test_quickstart_lm_takes_a_models_tokenizer(tmp_path):
     assert r["data"]["vocab_size"] == len(tok)
     saved = AutoTokenizer.from_pretrained(r["student_folder"])
     assert saved.get_vocab() == tok.get_vocab() and saved("def f(x):")["input_ids"][0] == tok.bos_token_id
-    assert len(list((tmp_path / "out").glob("teacher-*/teacher.ckpt"))) == 1
+    assert len(list((tmp_path / "out" / "teacher").glob("teacher-*.ckpt"))) == 1
 
 
 @pytest.mark.slow
