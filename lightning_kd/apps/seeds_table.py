@@ -97,6 +97,8 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
 def _pct(x: float, metric: str) -> str:
     if math.isnan(x):
         return "–"
+    if metric.endswith("ppl"):
+        return f"{x:.1f}"
     return f"{100 * x:.2f}" if metric.endswith("acc") else f"{x:.4f}"
 
 
@@ -141,6 +143,7 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
             f"{_interval(m.get('ci95'), metric)} | {per_seed} | {diff_s} | "
             f"{noise} | {row['fit_seconds']:.0f} | {'; '.join(notes)} |"
         )
+    lines += _other_metric_lines(study, rows)
     lines += _tuning_lines(rows)
     lines += _environment_lines(rows)
     lines += ["", "Commands (the first seed; the others change `--seed_everything` and the folder):", "", "```bash"]
@@ -148,6 +151,28 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
         lines += row["commands"]
     lines.append("```")
     return "\n".join(lines) + "\n"
+
+
+def _other_metric_lines(study: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The study's further metrics (perplexity, bits per byte, …), the same runs: mean ± std and the paired
+    difference with its 95 % t-interval."""
+    others = study["metrics"][1:]
+    if not others:
+        return []
+    lines = ["", "The other metrics (mean ± std; paired difference vs the baseline [95 % t-interval]):", "",
+             "| run | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]  # fmt: skip
+    for row in rows:
+        cells = []
+        for metric in others:
+            m = row["metrics"][metric]
+            cell = f"{_pct(m['mean'], metric)} ± {_pct(m['std'], metric)}" if m["per_seed"] else "–"
+            diff = m.get("diff")
+            if m["per_seed"] and diff and diff["per_seed"]:
+                sign = "+" if diff["mean"] >= 0 else ""
+                cell += f" ({sign}{_pct(diff['mean'], metric)} [{_interval(diff['ci95'], metric)}])"
+            cells.append(cell)
+        lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _ends(values: list) -> tuple:

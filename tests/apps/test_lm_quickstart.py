@@ -81,10 +81,14 @@ def test_quickstart_lm_takes_a_models_tokenizer(tmp_path):
 @pytest.mark.slow
 def test_kd_beats_the_student_alone_by_a_tenth_of_a_nat_on_two_seeds(tmp_path):
     """CI-sized (issue 12): teacher 2.2 M params 300 steps, student 0.6 M 150 steps × 4096 tokens, CPython stdlib;
-    paired runs (same seed, initial weights, batch order): KD lowers the held-out loss by >= 0.1 nats per seed."""
-    r = lm_quickstart.run(
-        out_dir=tmp_path / "out", seeds=[0, 1], val_batches=24, cache_dir=tmp_path / "cache", save=False
-    )
+    paired runs (same seed, initial weights, batch order): KD lowers the loss on the whole held-out split by >= 0.1
+    nats per seed, and what it prints at the default 2 threads is what docs/results.md says (issue 23)."""
+    r = lm_quickstart.run(out_dir=tmp_path / "out", seeds=[0, 1], cache_dir=tmp_path / "cache", save=False)
     gains = {seed: row["gain"] for seed, row in r["seeds"].items()}
-    print(lm_quickstart.format_table(r))
+    table = lm_quickstart.format_table(r)
+    print(table)
     assert all(g >= 0.1 for g in gains.values()), gains
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
+    for line in table.splitlines():
+        if line.startswith(("| 0 |", "| 1 |", "teacher: ")):
+            assert line in documented, f"docs/results.md does not have the quickstart's line {line!r}"

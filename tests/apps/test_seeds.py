@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -278,3 +279,22 @@ def test_re_evaluate_scores_the_kept_model_again_without_refitting(tmp_path, cap
     seeds_main([str(study), "--out", str(out), "--only", "student", "--re-evaluate"])
     assert "its model is gone" in capsys.readouterr().out
     assert json.loads((folder / "result.json").read_text()) == again
+
+
+def test_the_other_metrics_get_their_own_table_with_paired_intervals(tmp_path):
+    """An LM study's perplexity and bits per byte beside its loss: mean ± std and the paired difference with its
+    95 % t-interval, worked out by hand (diffs −10, −15, −20: mean −15, std 5, ± 4.3027 · 5 / √3 = ± 12.42)."""
+    study = {"name": "lm", "runs": {"a": {}, "b": {}}, "baseline": "a", "metrics": ["val/loss", "val/ppl"]}
+    ppl = {"a": [100.0, 110.0, 120.0], "b": [90.0, 95.0, 100.0]}
+    for run, values in ppl.items():
+        for seed, value in enumerate(values):
+            folder = tmp_path / run / f"seed_{seed}"
+            folder.mkdir(parents=True)
+            metrics = {"val/loss": math.log(value), "val/ppl": value}
+            (folder / "result.json").write_text(json.dumps({"status": "ok", "metrics": metrics, "commands": ["x"]}))
+    write_tables(study, tmp_path, [0, 1, 2])
+    md = (tmp_path / "results.md").read_text()
+    assert "| run | val/ppl |" in md and "| a | 110.0 ± 10.0 |" in md
+    assert "| b | 95.0 ± 5.0 (-15.0 [-27.4 … -2.6]) |" in md
+    only_loss = write_tables({**study, "metrics": ["val/loss"]}, tmp_path, [0, 1, 2])["markdown"]
+    assert "The other metrics" not in only_loss  # one metric: no second table
