@@ -176,9 +176,10 @@ def run(
         row["kd"] = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         row["gain"] = row["alone"]["loss"] - row["kd"]["loss"]
         results["seeds"][seed] = row
-        results["teacher"] = {k: row["kd"][f"teacher_{k}"] for k in ("loss", "ppl", "acc")}
-        if "bpb" in row["kd"]:  # the same held-out bytes: the teacher's bits per byte from its nats per token
-            results["teacher"]["bpb"] = row["kd"]["bpb"] * row["kd"]["teacher_loss"] / row["kd"]["loss"]
+        if "teacher" not in results:  # scored in every KD run; read from the first seed's (the same figures)
+            results["teacher"] = {k: row["kd"][f"teacher_{k}"] for k in ("loss", "ppl", "acc")}
+            if "bpb" in row["kd"]:  # the same held-out bytes: the teacher's bits per byte from its nats per token
+                results["teacher"]["bpb"] = row["kd"]["bpb"] * row["kd"]["teacher_loss"] / row["kd"]["loss"]
         if saver is not None and saver.saved is not None:
             results["student_folder"] = str(saver.saved)
     results["teacher_params"] = sum(p.numel() for p in make_teacher(vocab).parameters())
