@@ -237,7 +237,7 @@ def test_extend_fits_beyond_the_edge_the_best_lies_on_until_it_is_inside(tmp_pat
     fitted: list[tuple[str, float, int]] = []
     peak = {"lr": 0.1}  # the validation figure is highest at this lr, lower the further (in log) from it
 
-    def fake_run_seed(name, run, seed, run_dir, extra, evaluate, also_validate=False):
+    def fake_run_seed(name, run, seed, run_dir, extra, evaluate, also_validate=False, again=False):
         lr = json.loads(run["args"][-1])["model"]["init_args"]["optimizer"]["init_args"]["lr"] if "args" in run \
             else None  # fmt: skip
         if (run_dir / "result.json").is_file() or lr is None:
