@@ -15,7 +15,6 @@ this recipe (model, steps, learning rate, vocabulary, training text, threads: it
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -28,7 +27,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from lightning_kd.apps.quickstart import DEFAULT_THREADS, provenance
+from lightning_kd.apps.quickstart import DEFAULT_THREADS, provenance, teacher_path
 from lightning_kd.apps.quiet import expect_frozen_teachers
 from lightning_kd.callbacks.lm_export import SaveLanguageModel
 from lightning_kd.data.text import PackedTextDataModule
@@ -75,12 +74,6 @@ def teacher_recipe(dm: PackedTextDataModule, steps: int, lr: float, threads: int
                  "batch_size": dm.batch_size, "seed": 0},
         "threads": threads, "torch": torch.__version__,
     }  # fmt: skip
-
-
-def teacher_path(out: Path, recipe: dict) -> Path:
-    """``<out>/teacher/teacher-<key>.ckpt``, the key a digest of ``recipe``: another recipe has another file."""
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    return out / "teacher" / f"teacher-{key}.ckpt"
 
 
 def _optimizer(lr: float) -> tuple[partial, partial]:
