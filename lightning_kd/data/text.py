@@ -19,7 +19,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from lightning_kd.data.cross_text import AlignedSequences, TeacherTokenization
+from lightning_kd.data.cross_text import AlignedSequences, TeacherTokenization, spans_of
 from lightning_kd.data.fingerprint import tokens_fingerprint
 from lightning_kd.data.packed import IGNORE_INDEX, PackedSequences, keep_batch, seeded_loader, spread_rows
 from lightning_kd.data.rank_shards import RankShardSampler, rank_rows
@@ -221,8 +221,6 @@ class PackedTextDataModule(ResumableData, TeacherTokenization, TokenizerProperti
         """``(rows, seq_len)``: the bytes of text each token of the kept rows stands for (end-of-text: 1), the
         denominator of bits per byte — the same placement of tokens on the text as cross-tokenizer data, so the
         figure compares runs of any vocabulary; ``None`` (with a warning) where the tokenizer cannot be placed."""
-        from lightning_kd.data.cross_text import spans_of
-
         try:
             spans = spans_of(self.tokenizer, corpus, self.cache_dir)
         except ValueError as err:
