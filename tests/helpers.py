@@ -25,6 +25,20 @@ def make_student() -> torch.nn.Module:
     return MLP(64, 10, hidden=(16,))
 
 
+class LeaveTogether(L.Callback):
+    """Under ``ddp_spawn``, the ranks meet at a barrier at the end of the fit and close the gloo group together.
+
+    Without it each rank closed its process group at interpreter exit (Lightning's ``atexit`` hook) whenever it
+    got there, and now and then a rank aborted after training had finished ("terminate called without an active
+    exception", SIGABRT; CI on ``test_rank_shards``). That tested gloo's teardown, not the fit under test.
+    """
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
 class MemoryLogger(L.pytorch.loggers.Logger):
     """Keeps every ``log_metrics`` row in memory: ``rows`` is a list of ``(step, metrics)``."""
 

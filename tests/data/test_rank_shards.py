@@ -16,6 +16,7 @@ from lightning_kd.cache.lm_build import build_lm_store  # noqa: E402
 from lightning_kd.cache.lm_store import LMTeacherStore  # noqa: E402
 from lightning_kd.cache.lm_teacher import CachedLMTeacher  # noqa: E402
 from tests.cache.test_lm_store import make_dm  # noqa: E402
+from tests.helpers import LeaveTogether  # noqa: E402
 from tests.lm_helpers import tiny  # noqa: E402
 
 
@@ -111,7 +112,7 @@ def test_two_ddp_processes_train_each_on_its_block_from_its_block_of_the_store(t
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[_SeenIndices(str(tmp_path))],
+        callbacks=[_SeenIndices(str(tmp_path)), LeaveTogether()],
     )  # fmt: skip
     trainer.fit(module, make_dm(tmp_path, rank_shards=True))
     for rank in range(2):

@@ -19,7 +19,7 @@ from lightning_kd.modules.adversarial import (
     fooling_loss,
     mlp_discriminator,
 )
-from tests.helpers import MemoryLogger, make_student, make_teacher
+from tests.helpers import LeaveTogether, MemoryLogger, make_student, make_teacher
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -308,7 +308,7 @@ def test_ddp_with_find_unused_parameters_keeps_ranks_in_sync(digits, trainer_fac
         strategy="ddp_spawn_find_unused_parameters_true",  # each backward leaves one network unused
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[SaveRankWeights(tmp_path)],
+        callbacks=[SaveRankWeights(tmp_path), LeaveTogether()],
     )
     trainer.fit(module, digits)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_kd import DistillationModule
 from lightning_kd.models import MLP
+from tests.helpers import LeaveTogether
 
 GLOBAL_BATCH, STEPS = 32, 6
 
@@ -54,6 +55,7 @@ def _fit(module: DistillationModule, devices: int, tmp_path) -> None:
         enable_model_summary=False,
         default_root_dir=tmp_path,
         use_distributed_sampler=False,  # Lightning's own would shuffle; ours fixes the order on purpose
+        callbacks=[LeaveTogether()],
     )
     trainer.fit(module, Ordered(GLOBAL_BATCH // devices))
     if devices == 1:  # after ddp_spawn the main process gets the weights back, not the loop counters
@@ -116,8 +118,8 @@ def test_lm_token_normalisation_is_global_across_ranks(tmp_path):
     args = dict(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     args.update(enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0)
     L.Trainer(**args, default_root_dir=tmp_path / "one").fit(single, _RankBatches([merged]))
-    L.Trainer(**args, devices=2, strategy="ddp_spawn", default_root_dir=tmp_path / "two").fit(
-        ddp, _RankBatches([b1, b2])
-    )
+    L.Trainer(
+        **args, devices=2, strategy="ddp_spawn", default_root_dir=tmp_path / "two", callbacks=[LeaveTogether()]
+    ).fit(ddp, _RankBatches([b1, b2]))
     for name, value in single.student.state_dict().items():
         torch.testing.assert_close(ddp.student.state_dict()[name], value, rtol=1e-5, atol=1e-6)
