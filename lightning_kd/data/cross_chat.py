@@ -91,14 +91,22 @@ def _shared(spans: TokenSpans, content: list[tuple[int, int, int]]) -> TokenSpan
 
 
 def _content_bytes(spans: TokenSpans, content: list[tuple[int, int, int]], labels: np.ndarray) -> np.ndarray:
-    """Bytes of the assistant's text each token covers; a taught token outside it (an end-of-turn marker, whatever
-    its spelling in the template) counts 1, as end-of-text does in packed text, so bits per byte do not depend on
-    the chat template."""
+    """Bytes of the assistant's text each token covers. The taught tokens after a turn's text (its end: Llama 3's
+    ``<|eot_id|>``, or ChatML's ``<|im_end|>`` and newline) count 1 together, on the first, as end-of-text does in
+    packed text, so bits per byte do not depend on how many tokens a chat template spends on an end."""
     out = np.zeros(len(spans.starts), dtype=np.int64)
     for lo, hi, _ in content:
         out += np.clip(np.minimum(spans.ends, hi) - np.maximum(spans.starts, lo), 0, None)
-    out[(out == 0) & (labels != IGNORE_INDEX)] = 1
+    outside = (out == 0) & (labels[: len(out)] != IGNORE_INDEX)
+    out[outside & ~np.concatenate([[False], outside[:-1]])] = 1  # the first of each run of them
     return out
+
+
+def response_bytes(encoder: ExampleEncoder, example: Example, where: str) -> np.ndarray:
+    """The bytes of the assistant's text each token of ``example`` stands for (:func:`_content_bytes`), for data of
+    one tokenizer: the denominator of bits per byte. ``ValueError`` where its tokens cannot be placed on the text."""
+    _, labels, spans, content = _side(encoder, example, where)
+    return _content_bytes(spans, content, np.asarray(labels, dtype=np.int64))
 
 
 def encode_pair(

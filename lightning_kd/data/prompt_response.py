@@ -9,15 +9,14 @@ A JSONL file holds one example per line, in either form (they may be mixed):
   turn's text and the template's end-of-turn token), never on system, user or tool text.
 
 Batches are dicts like :class:`~lightning_kd.data.text.PackedTextDataModule`'s, right-padded: ``labels`` are
-``input_ids`` with ``-100`` where no loss is taken, **not shifted** (the model shifts once).
+``input_ids`` with ``-100`` where no loss is taken, **not shifted** (the model shifts once). Held-out batches also
+carry ``token_bytes``, the bytes of the assistant's text each token stands for (a taught end-of-turn or end-of-text
+token counts 1, whatever the template spells it), so evaluation reports bits per byte (``val/bpb``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,103 +24,33 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_kd.data.cross_text import TeacherTokenization
+from lightning_kd.data.examples import ROLES, Example, read_examples  # noqa: F401 (ROLES: where it was)
 from lightning_kd.data.resume import ResumableData
 from lightning_kd.data.sampling import ReplayShuffleSampler
 from lightning_kd.data.text import IGNORE_INDEX, seeded_loader
 from lightning_kd.data.text_tokenizer import TokenizerProperties, TokenizerSource, load_tokenizer, special_suffix
 from lightning_kd.data.tokenizer import as_transformers_tokenizer, stdlib_tokenizer
 
-ROLES = ("system", "user", "assistant", "tool", "developer")
 
-
-@dataclass(frozen=True)
-class Example:
-    """One line of a JSONL file: a prompt and its response, or a conversation (``messages``)."""
-
-    line: int
-    prompt: str | None = None
-    response: str | None = None
-    messages: tuple[dict[str, str], ...] | None = None
-
-
-def read_examples(path: str | os.PathLike) -> list[Example]:
-    """The examples of a JSONL file (see the module docstring for the two forms); blank lines are skipped, other
-    keys ignored. A malformed line — not JSON, neither form, a role that is not one of :data:`ROLES`, a
-    conversation without an assistant turn, an empty response or assistant turn — raises ``ValueError`` naming the
-    file, the line and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Prompt/response file {path} does not exist.")
-    examples = []
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(
-                    f"{path}, line {number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); JSONL "
-                    "is UTF-8: convert the file (iconv -f latin1 -t utf-8) or fix the line."
-                ) from None
-            if line.strip():
-                examples.append(_example(line, f"{path}, line {number}", number))
-    if not examples:
-        raise ValueError(f"{path} holds no examples: write one JSON object per line.")
-    return examples
-
-
-def _example(line: str, where: str, number: int) -> Example:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not valid JSON ({err.msg}).") from err
-    if not isinstance(record, dict):
-        raise ValueError(f'{where}: expected an object, {{"prompt": ..., "response": ...}} or {{"messages": [...]}}.')
-    if "messages" in record:
-        return Example(number, messages=_messages(record["messages"], where))
-    for key in ("prompt", "response"):
-        if key not in record:
-            raise ValueError(
-                f"{where}: missing key {key!r}; each line needs 'prompt' and 'response', or 'messages' (a chat)."
-            )
-        if not isinstance(record[key], str):
-            raise ValueError(f"{where}: {key!r} must be a string, got {type(record[key]).__name__}.")
-    if not record["response"].strip():
-        raise ValueError(f"{where}: the response is empty: there is nothing to learn from it; drop the line.")
-    return Example(number, prompt=record["prompt"], response=record["response"])
-
-
-def _messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: 'messages' must be a non-empty list of {{'role': ..., 'content': ...}} objects.")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"{where}: message {i} must be an object with a string 'role' and a string 'content'.")
-        if m["role"] not in ROLES:
-            raise ValueError(f"{where}: message {i} has role {m['role']!r}; roles are {', '.join(ROLES)}.")
-        if m["role"] == "assistant" and not m["content"].strip():
-            raise ValueError(f"{where}: message {i} (assistant) is empty: there is nothing to learn from it.")
-        out.append({"role": m["role"], "content": m["content"]})
-    if not any(m["role"] == "assistant" for m in out):
-        raise ValueError(f"{where}: the conversation has no assistant message: there is nothing to learn from it.")
-    return tuple(out)
-
-
-def pad_examples(examples: list[tuple[np.ndarray, np.ndarray]], pad_token_id: int) -> dict[str, Tensor]:
-    """Right-pad ``(ids, labels)`` examples to the longest; labels ``-100`` on padding (and where they already are)."""
-    length = max(len(ids) for ids, _ in examples)
+def pad_examples(examples: list[tuple[np.ndarray, ...]], pad_token_id: int) -> dict[str, Tensor]:
+    """Right-pad ``(ids, labels)`` examples to the longest; labels ``-100`` on padding (and where they already are).
+    ``(ids, labels, token_bytes)`` examples (held-out data) give ``token_bytes`` too (0 on padding)."""
+    length = max(len(e[0]) for e in examples)
     input_ids = torch.full((len(examples), length), pad_token_id, dtype=torch.int64)  # (B, L)
-    attention_mask = torch.zeros_like(input_ids)
+    attention_mask, token_bytes = torch.zeros_like(input_ids), torch.zeros_like(input_ids)
     labels = torch.full_like(input_ids, IGNORE_INDEX)
-    for row, (ids, target) in enumerate(examples):
+    for row, (ids, target, *widths) in enumerate(examples):
         input_ids[row, : len(ids)] = torch.from_numpy(ids)
         attention_mask[row, : len(ids)] = 1
         labels[row, : len(ids)] = torch.from_numpy(target)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        token_bytes[row, : len(ids)] = torch.from_numpy(widths[0]) if widths else 0
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {**out, "token_bytes": token_bytes} if all(len(e) == 3 for e in examples) else out
 
 
 class ExampleEncoder:
@@ -240,11 +169,12 @@ class PromptResponseDataModule(ResumableData, TeacherTokenization, TokenizerProp
         self.splits: dict[str, list[Any]] = {}  # (ids, labels) per example; dicts with the teacher's side too
         self.stats: dict[str, int] = {}
 
-    def encode(self, path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, int]]:
-        """``(ids, labels)`` of every example of ``path``, truncated to ``max_length``; and what was done (the
-        counts of examples, conversations and truncated examples)."""
+    def encode(self, path: Path, with_bytes: bool = False) -> tuple[list[tuple[np.ndarray, ...]], dict[str, int]]:
+        """``(ids, labels)`` of every example of ``path``, truncated to ``max_length`` (``with_bytes``: and the bytes
+        of the assistant's text each token stands for, for bits per byte); and what was done (the counts of
+        examples, conversations and truncated examples)."""
         encoder = ExampleEncoder(self.tokenizer)
-        from lightning_kd.data.cross_chat import encode_pair  # it builds on this module
+        from lightning_kd.data.cross_chat import encode_pair, response_bytes  # they build on this module
 
         teacher = ExampleEncoder(self.teacher_tokenizer) if self.cross_tokenizer else None
         out, counts = [], {"examples": 0, "chats": 0, "truncated": 0}
@@ -264,6 +194,12 @@ class PromptResponseDataModule(ResumableData, TeacherTokenization, TokenizerProp
                 )
             ids, labels = ids[: self.max_length], labels[: self.max_length]
             out.append(pair or (np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)))
+            if with_bytes and pair is None:
+                try:
+                    out[-1] += (response_bytes(encoder, example, where)[: self.max_length],)
+                except ValueError as err:
+                    rank_zero_warn(f"{type(self).__name__}: no bits per byte for {path}: {err}")
+                    out, with_bytes = [e[:2] for e in out], False
         if teacher is not None:
             taught = sum(int((e["labels"][1:] != IGNORE_INDEX).sum()) for e in out)
             counts["aligned"] = sum(e["align"].shape[1] for e in out) / max(1, taught)
@@ -272,7 +208,7 @@ class PromptResponseDataModule(ResumableData, TeacherTokenization, TokenizerProp
     def setup(self, stage: str | None = None) -> None:
         for name, path in self.files.items():
             if name not in self.splits:
-                self.splits[name], counts = self.encode(path)
+                self.splits[name], counts = self.encode(path, with_bytes=name == "val")
                 self.stats.update({f"{name}_{key}": value for key, value in counts.items()})
 
     def _loader(self, split: str, train: bool) -> DataLoader:

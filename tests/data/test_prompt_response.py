@@ -64,7 +64,7 @@ def test_prompt_response_truncation_and_tokenizer_file(tmp_path, tiny_tokenizer)
     dm = PromptResponseDataModule(train, train, tokenizer=str(path), max_length=max_length)
     dm.setup()
     eos = dm.eos_token_id
-    for (ids, labels), tokens, n in zip(dm.splits["val"], full, n_prompts):
+    for (ids, labels, *_), tokens, n in zip(dm.splits["val"], full, n_prompts):  # (and their token bytes)
         assert ids.tolist() == (tokens + [eos])[:max_length]  # the start is kept
         assert labels.tolist() == ([-100] * n + (tokens + [eos])[n:])[:max_length]
     assert dm.stats["val_truncated"] == sum(len(t) + 1 > max_length for t in full) >= 1
@@ -158,7 +158,7 @@ def test_chat_records_learn_the_assistant_turns_only(tmp_path, styles, style, en
     dm = PromptResponseDataModule(train, train, tokenizer=tok, batch_size=2, max_length=256)
     dm.setup()
     assert dm.stats["val_examples"] == 2 and dm.stats["val_chats"] == 1 and dm.stats["val_truncated"] == 0
-    ids, labels = dm.splits["val"][0]
+    ids, labels = dm.splits["val"][0][:2]  # held-out examples carry their token bytes too
     assert tok.decode(ids) == tok.apply_chat_template(CHAT, tokenize=False)  # the template, tokenised once
     learned = tok.decode([t for t, label in zip(ids, labels) if label != -100])
     assert learned == f"{CHAT[2]['content']}{end}{CHAT[4]['content']}{end}"  # each turn and its end marker
