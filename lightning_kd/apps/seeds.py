@@ -45,13 +45,15 @@ STUDY_KEYS = {
     "description",
     "evaluate",
     "tune",
+    "against",
 }
 
 
 def read_study(path: str | os.PathLike) -> dict[str, Any]:
     """A study file: ``runs`` (name -> ``{configs: [...]}`` or ``{pipeline: file}``, optional ``args``), ``seeds``,
     ``baseline``, ``metrics``, ``setup`` (commands run once before the runs, skipped when ``creates`` exists),
-    ``parts`` (name -> run names), ``args`` (passed to every run), ``out_dir``, ``evaluate`` (``test``, the
+    ``parts`` (name -> run names), ``args`` (passed to every run), ``out_dir``, ``against`` (run -> runs paired
+    with it in a further table, e.g. ``kd: [at_kd]``), ``evaluate`` (``test``, the
     default, or ``validate`` for data without a test split, e.g. language models' held-out files)."""
     path = Path(path)
     if not path.is_file():
@@ -83,6 +85,12 @@ def check_study(study: dict[str, Any], where: str) -> dict[str, Any]:
         bad = [n for n in names if n not in study["runs"]]
         if bad:
             raise ValueError(f"{where}: part {part!r} names unknown runs {bad}; runs are {sorted(study['runs'])}.")
+    against = study.get("against") or {}
+    if not isinstance(against, dict) or not all(isinstance(v, list) for v in against.values()):
+        raise ValueError(f"{where}: against must map a run to a list of runs compared with it, got {against!r}.")
+    bad = sorted({n for ref, names in against.items() for n in [ref, *names] if n not in study["runs"]})
+    if bad:
+        raise ValueError(f"{where}: against names unknown runs {bad}; runs are {sorted(study['runs'])}.")
     if study.get("evaluate", "test") not in ("test", "validate"):
         raise ValueError(f"{where}: evaluate must be 'test' or 'validate', got {study['evaluate']!r}.")
     study.setdefault("evaluate", "test")

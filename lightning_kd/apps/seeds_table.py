@@ -14,31 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_kd.apps.seeds_pairs import _mean_std, paired, t_interval  # noqa: F401 - t_interval: public here
 from lightning_kd.apps.seeds_tune import chosen, seeds_dir
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n − 1; 0 for one value)."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
-    """The ``level`` Student-t interval of the mean, ``mean ± t_{(1+level)/2, n−1} · s / √n``; ``None`` below two
-    values (one value has no spread).
-
-    Example:
-        >>> [round(x, 4) for x in t_interval([0.05, 0.04, 0.03])]  # 0.04 ± 4.3027 · 0.01 / √3
-        [0.0152, 0.0648]
-    """
-    if len(values) < 2:
-        return None
-    from scipy.stats import t  # scikit-learn's dependency
-
-    mean, std = _mean_std(values)
-    half = float(t.ppf((1 + level) / 2, len(values) - 1)) * std / math.sqrt(len(values))
-    return [mean - half, mean + half]
 
 
 def collect(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -76,13 +53,8 @@ def summarize(study: dict[str, Any], out: Path, seeds: Sequence[int]) -> list[di
             entry: dict[str, Any] = {"mean": mean, "std": std, "ci95": t_interval(list(values.values())),
                                      "per_seed": values}  # fmt: skip
             if baseline is not None and name != baseline:
-                paired = {s: base[s]["metrics"].get(metric) for s in values if s in base}  # the baseline may lack it
-                diffs = {s: v - paired[s] for s, v in values.items() if paired.get(s) is not None}
-                d_mean, d_std = _mean_std(list(diffs.values()))
-                ci = t_interval(list(diffs.values()))
-                entry["diff"] = {"mean": d_mean, "std": d_std, "ci95": ci, "per_seed": diffs}
                 # beyond the noise: the paired difference's 95 % interval excludes 0 (two paired seeds at least)
-                entry["beyond_noise"] = (ci[0] > 0 or ci[1] < 0) if ci is not None else None
+                entry["diff"], entry["beyond_noise"] = paired(values, {s: base[s]["metrics"].get(metric) for s in base})
             row["metrics"][metric] = entry
         fit = [r.get("fit_seconds", math.nan) for r in ok.values()]
         row["fit_seconds"] = statistics.fmean(fit) if fit else math.nan
@@ -143,6 +115,7 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
             f"{_interval(m.get('ci95'), metric)} | {per_seed} | {diff_s} | "
             f"{noise} | {row['fit_seconds']:.0f} | {'; '.join(notes)} |"
         )
+    lines += _against_lines(study, rows)
     lines += _other_metric_lines(study, rows)
     lines += _tuning_lines(rows)
     lines += _environment_lines(rows)
@@ -151,6 +124,23 @@ def markdown(study: dict[str, Any], rows: list[dict[str, Any]], seeds: Sequence[
         lines += row["commands"]
     lines.append("```")
     return "\n".join(lines) + "\n"
+
+
+def _against_lines(study: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The further comparisons a study asks for (``against: {kd: [at_kd, …]}``): each listed run paired with that
+    run seed by seed, e.g. whether a feature term adds anything to the KD it is combined with."""
+    metric, by_run, lines = study["metrics"][0], {r["run"]: r["metrics"][study["metrics"][0]] for r in rows}, []
+    for ref, names in (study.get("against") or {}).items():
+        lines += ["", f"Against `{ref}` ({metric}, paired on the seeds both finished; beyond noise: the 95 % "
+                  "t-interval excludes 0):", "", f"| run | vs {ref} (paired) [95 % interval] | per seed | beyond noise "
+                  "|", "|---|---|---|---|"]  # fmt: skip
+        for name in names:
+            diff, verdict = paired(by_run[name]["per_seed"], by_run[ref]["per_seed"])
+            shown = f"{_pct(diff['mean'], metric)} ± {_pct(diff['std'], metric)} [{_interval(diff['ci95'], metric)}]"
+            per_seed = " / ".join(_pct(v, metric) for v in diff["per_seed"].values()) or "–"
+            noise = "–" if verdict is None else ("yes" if verdict else "no")
+            lines.append(f"| {name} | {shown if diff['per_seed'] else '–'} | {per_seed} | {noise} |")
+    return lines
 
 
 def _other_metric_lines(study: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:

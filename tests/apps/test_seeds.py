@@ -177,6 +177,12 @@ def test_study_file_errors_name_the_problem(tmp_path):
     path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "evaluate": "predict"}))
     with pytest.raises(ValueError, match=r"evaluate must be 'test' or 'validate', got 'predict'"):
         read_study(path)
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "against": {"a": ["a_kd"]}}))
+    with pytest.raises(ValueError, match=r"against names unknown runs \['a_kd'\]; runs are \['a'\]"):
+        read_study(path)
+    path.write_text(yaml.safe_dump({"runs": {"a": {"configs": [BASE]}}, "against": {"a": "a"}}))
+    with pytest.raises(ValueError, match=r"against must map a run to a list of runs compared with it"):
+        read_study(path)
     with pytest.raises(SystemExit):
         seeds_main([str(_write_study(tmp_path)), "--only", "nope"])
 
@@ -298,3 +304,26 @@ def test_the_other_metrics_get_their_own_table_with_paired_intervals(tmp_path):
     assert "| b | 95.0 ± 5.0 (-15.0 [-27.4 … -2.6]) |" in md
     only_loss = write_tables({**study, "metrics": ["val/loss"]}, tmp_path, [0, 1, 2])["markdown"]
     assert "The other metrics" not in only_loss  # one metric: no second table
+
+
+def test_against_pairs_listed_runs_with_another_run_than_the_baseline(tmp_path):
+    """ "+KD" rows against KD itself, worked out by hand: at_kd − kd per seed = 0.01, 0.02, 0.03 → mean 2.00 points,
+    std 1.00, 95 % interval 2.00 ± 4.3027 · 1.00 / √3 = 2.00 ± 2.48 → [-0.48, 4.48]: inside the noise; seed 2 of
+    fit_kd is missing, so it is paired on seeds 0 and 1 only (0.05, 0.05: std 0, an interval of width 0)."""
+    study = {"name": "f", "runs": {"student": {}, "kd": {}, "at_kd": {}, "fit_kd": {}}, "baseline": "student",
+             "metrics": ["test/acc"], "against": {"kd": ["at_kd", "fit_kd"]}}  # fmt: skip
+    acc = {"student": [0.70, 0.71, 0.72], "kd": [0.80, 0.80, 0.80], "at_kd": [0.81, 0.82, 0.83], "fit_kd": [0.85, 0.85]}
+    for run, values in acc.items():
+        for seed, value in enumerate(values):
+            folder = tmp_path / run / f"seed_{seed}"
+            folder.mkdir(parents=True)
+            result = {"status": "ok", "metrics": {"test/acc": value}, "commands": ["x"]}
+            (folder / "result.json").write_text(json.dumps(result))
+    md = write_tables(study, tmp_path, [0, 1, 2])["markdown"]
+    assert "Against `kd` (test/acc, paired on the seeds both finished" in md
+    assert "| at_kd | 2.00 ± 1.00 [-0.48 … 4.48] | 1.00 / 2.00 / 3.00 | no |" in md
+    assert "| fit_kd | 5.00 ± 0.00 [5.00 … 5.00] | 5.00 / 5.00 | yes |" in md
+    assert "| at_kd | 82.00 ± 1.00 |" in md  # the main table still pairs with the baseline
+    (tmp_path / "fit_kd" / "seed_0" / "result.json").write_text(json.dumps({"status": "failed", "error": "x"}))
+    (tmp_path / "fit_kd" / "seed_1" / "result.json").unlink()
+    assert "| fit_kd | – | – | – |" in write_tables(study, tmp_path, [0, 1, 2])["markdown"]  # nothing to pair yet
