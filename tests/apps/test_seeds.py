@@ -232,6 +232,7 @@ def test_table_goes_into_a_document_between_its_markers_and_nothing_else_changes
         seeds_main([str(study), "--out", str(out), "--table-only", "--into", str(plain)])
 
 
+@pytest.mark.slow  # real fits in subprocesses (~30 s): keeps the default suite inside its 10 minutes
 def test_a_changed_recipe_is_refitted_and_the_earlier_fit_kept_aside(tmp_path, capsys):
     """A finished seed is kept only while its recipe is the same: edit a config file the run reads and the next
     invocation moves the earlier fit aside (never deletes it) and fits the recipe as it now is."""

@@ -185,6 +185,7 @@ def test_the_choice_follows_validation_not_test(tmp_path):
     assert choose(minimise, out, "lr")["label"] == "lr=0.03"
 
 
+@pytest.mark.slow  # real fits in subprocesses (~30 s): keeps the default suite inside its 10 minutes
 def test_a_tuned_study_end_to_end(tmp_path, capsys):
     """Two points on seed 0, the chosen one on seed 1 too; the table reads the chosen point; the commands carry
     the point; a second invocation fits nothing."""
